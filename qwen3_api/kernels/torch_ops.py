@@ -1,0 +1,135 @@
+"""Plain-torch hot paths: the CPU backend and the reference the Triton kernels are tested against.
+
+Device-agnostic (they also run on CUDA), but written for CPU: host-side lengths come from the metadata's
+*_cpu lists, so slicing needs no device->host sync.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from qwen3_api.model.attention import AttentionMetadata
+
+
+def store_kvcache(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Write k, v [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]."""
+    num_kv_heads, head_dim = k_cache.shape[-2:]
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+
+
+def _gather_history(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
+    """[len(blocks)*block_size, Hkv, D] of one sequence's history, truncated to length."""
+    return cache.index_select(0, blocks).flatten(0, 1)[:length]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    attn: AttentionMetadata,
+    scale: float,
+    *,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of q [T, Hq, D] over each sequence's paged history -> [T, Hq, D].
+
+    The new tokens' K/V must already be in the cache (store_kvcache). When k, v [T, Hkv, D] of the new tokens
+    are also given, a sequence with no earlier history attends to them directly instead of gathering blocks.
+    """
+    if attn.is_decode:
+        return _decode_attention(q, k_cache, v_cache, attn, scale)
+    block_size = k_cache.shape[1]
+    out = torch.empty_like(q)
+    start = 0
+    for b, (q_len, ctx_len) in enumerate(zip(attn.query_lens_cpu, attn.context_lens_cpu, strict=True)):
+        end = start + q_len
+        qb = q[start:end].transpose(0, 1)  # [Hq, q_len, D]
+        if q_len == ctx_len and k is not None and v is not None:
+            kb, vb = k[start:end], v[start:end]
+            mask, causal = None, True
+        else:
+            blocks = attn.block_tables[b, : -(-ctx_len // block_size)]
+            kb = _gather_history(k_cache, blocks, ctx_len)
+            vb = _gather_history(v_cache, blocks, ctx_len)
+            # query i sits at absolute position ctx_len - q_len + i: a causal mask aligned bottom-right
+            rows = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
+            mask = torch.arange(ctx_len, device=q.device)[None, :] <= rows[:, None]
+            causal = False
+        ob = F.scaled_dot_product_attention(
+            qb,
+            kb.transpose(0, 1).to(q.dtype),
+            vb.transpose(0, 1).to(q.dtype),
+            attn_mask=mask,
+            is_causal=causal,
+            scale=scale,
+            enable_gqa=True,
+        )
+        out[start:end] = ob.transpose(0, 1)
+        start = end
+    return out
+
+
+def _decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, attn: AttentionMetadata, scale: float
+) -> torch.Tensor:
+    """All sequences have one query token: gather every history once, pad, mask, one SDPA call."""
+    num_seqs = attn.num_seqs
+    block_size = k_cache.shape[1]
+    num_blocks = -(-attn.max_context_len // block_size)
+    blocks = attn.block_tables[:, :num_blocks]
+    length = attn.max_context_len
+    # [B, nb, bs, Hkv, D] -> [B, Hkv, L, D]
+    kb = k_cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).to(q.dtype)
+    vb = v_cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).to(q.dtype)
+    valid = torch.arange(length, device=q.device)[None, :] < attn.context_lens[:, None]
+    out = F.scaled_dot_product_attention(
+        q.view(num_seqs, -1, 1, q.shape[-1]),
+        kb,
+        vb,
+        attn_mask=valid[:, None, None, :],
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out.view_as(q)
+
+
+def fused_moe(
+    hidden: torch.Tensor,
+    w13: torch.Tensor,
+    w2: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    """SwiGLU experts applied to the tokens routed to them only: sum_k w[t,k] * expert_{id[t,k]}(x[t]).
+
+    hidden [T, H], w13 [E, 2I, H] (gate rows then up rows), w2 [E, H, I], topk_* [T, K] -> [T, H].
+    Token copies are sorted by expert so each expert runs one matmul on a contiguous slice.
+    """
+    num_tokens, top_k = topk_ids.shape
+    flat_ids = topk_ids.reshape(-1)
+    order = torch.argsort(flat_ids, stable=True)
+    # the expert loop needs host counts: this is the one sync of the torch path (free on CPU)
+    counts = torch.bincount(flat_ids, minlength=w13.shape[0]).tolist()
+    xs = hidden.index_select(0, order // top_k)
+    ys = torch.empty_like(xs)
+    inter = w2.shape[-1]
+    start = 0
+    for expert, count in enumerate(counts):
+        if count == 0:
+            continue
+        end = start + count
+        gate_up = F.linear(xs[start:end], w13[expert])
+        ys[start:end] = F.linear(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], w2[expert])
+        start = end
+    unsorted = torch.empty_like(ys)
+    unsorted[order] = ys
+    weighted = unsorted.view(num_tokens, top_k, -1).float() * topk_weights.float().unsqueeze(-1)
+    return weighted.sum(dim=1).to(hidden.dtype)

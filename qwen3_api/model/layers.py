@@ -1,0 +1,186 @@
+"""Qwen3 building blocks: RMSNorm, rotary embedding (with YaRN), attention, dense MLP, sparse MoE block.
+
+Parameters are allocated uninitialised (torch.empty) on the target device and dtype: the loader fills every
+one of them from the checkpoint, so initialising them first would only cost time and memory.
+Projections that read the same input are merged (qkv_proj, gate_up_proj, w13) to run one matmul instead of
+several; the loader maps the checkpoint's separate tensors into their row ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwen3_api.kernels import Kernels
+from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.model.config import ModelConfig
+
+
+def empty_param(*shape: int, device: Any, dtype: torch.dtype) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype), requires_grad=False)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim, in float32, cast back before the weight (as transformers does)."""
+
+    def __init__(self, dim: int, eps: float, *, device: Any = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.eps = eps
+        self.weight = empty_param(dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        input_dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(input_dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> tuple[torch.Tensor, float]:
+    """(inverse frequencies [head_dim/2] float32, attention scaling), identical to transformers'
+    default and `_compute_yarn_parameters` RoPE initialisation."""
+    dim = config.head_dim
+    base = config.rope_theta
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    scaling = config.rope_scaling
+    if scaling is None:
+        return 1.0 / pos_freqs, 1.0
+    factor = float(scaling["factor"])
+    original = scaling["original_max_position_embeddings"]
+
+    def get_mscale(scale: float, mscale: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = get_mscale(factor)
+    beta_fast = scaling.get("beta_fast") or 32
+    beta_slow = scaling.get("beta_slow") or 1
+
+    def correction_dim(num_rotations: float) -> float:
+        return (dim * math.log(original / (num_rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a division by zero in the ramp
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    extrapolation = 1 - ramp
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    return inv_freq, float(attention_factor)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin for arbitrary positions, computed per step (no table sized by the context length)."""
+
+    def __init__(self, config: ModelConfig, *, device: Any = None):
+        super().__init__()
+        inv_freq, self.attention_scaling = rope_inv_freq(config)
+        self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [T] -> (cos, sin) [T, head_dim] in dtype."""
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, D] rotated (neox / rotate_half layout); cos, sin [T, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+class Qwen3Attention(nn.Module):
+    """GQA with per-head RMSNorm on q and k before RoPE, over the engine's paged KV cache."""
+
+    def __init__(self, config: ModelConfig, *, device: Any = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        kw = {"device": device, "dtype": dtype}
+        self.qkv_proj = nn.Module()
+        self.qkv_proj.weight = empty_param(self.q_size + 2 * self.kv_size, config.hidden_size, **kw)
+        self.qkv_proj.bias = empty_param(self.q_size + 2 * self.kv_size, **kw) if config.attention_bias else None
+        self.o_proj = nn.Module()
+        self.o_proj.weight = empty_param(config.hidden_size, self.q_size, **kw)
+        self.o_proj.bias = empty_param(config.hidden_size, **kw) if config.attention_bias else None
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        attn: AttentionMetadata,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        kernels: Kernels,
+    ) -> torch.Tensor:
+        num_tokens = hidden.shape[0]
+        qkv = F.linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim))
+        k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim))
+        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        cos, sin = cos_sin
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k_cache, v_cache = kv_cache
+        kernels.store_kvcache(k, v, k_cache, v_cache, attn.slot_mapping)
+        out = kernels.paged_attention(q, k_cache, v_cache, attn, self.scale, k=k, v=v)
+        return F.linear(out.reshape(num_tokens, self.q_size), self.o_proj.weight, self.o_proj.bias)
+
+
+class Qwen3MLP(nn.Module):
+    """Dense SwiGLU: down(silu(gate(x)) * up(x)), gate and up merged in gate_up_proj."""
+
+    def __init__(self, hidden: int, inter: int, *, device: Any = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.inter = inter
+        self.gate_up_proj = nn.Module()
+        self.gate_up_proj.weight = empty_param(2 * inter, hidden, device=device, dtype=dtype)
+        self.down_proj = nn.Module()
+        self.down_proj.weight = empty_param(hidden, inter, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
+        gate_up = F.linear(x, self.gate_up_proj.weight)
+        return F.linear(F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :], self.down_proj.weight)
+
+
+class Qwen3SparseMoeBlock(nn.Module):
+    """Softmax router over all experts (float32), top-k, optional renormalisation, routed SwiGLU experts."""
+
+    def __init__(self, config: ModelConfig, *, device: Any = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.norm_topk_prob = config.norm_topk_prob
+        num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        self.gate = nn.Module()
+        self.gate.weight = empty_param(num_experts, hidden, device=device, dtype=dtype)
+        self.w13 = empty_param(num_experts, 2 * inter, hidden, device=device, dtype=dtype)
+        self.w2 = empty_param(num_experts, hidden, inter, device=device, dtype=dtype)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, H] -> (topk_weights [T, K] float32, topk_ids [T, K])."""
+        probs = torch.softmax(F.linear(x, self.gate.weight), dim=-1, dtype=torch.float32)
+        weights, ids = torch.topk(probs, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights, ids
+
+    def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
+        weights, ids = self.route(x)
+        return kernels.fused_moe(x, self.w13, self.w2, weights, ids)

@@ -1,0 +1,204 @@
+"""Checkpoint loading: a local HF directory or a hub id -> a Qwen3ForCausalLM with every parameter filled.
+
+Tensors are read from memory-mapped safetensors files one at a time and copied straight into the
+pre-allocated parameter (converting dtype and moving device on the way), so the peak memory stays near the
+model's size in its target dtype. Names, shapes and counts are checked against the model before any byte is
+copied, so a wrong checkpoint fails fast with the offending names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from qwen3_api.model.config import ConfigError, ModelConfig, parse_dtype
+from qwen3_api.model.qwen3 import Qwen3ForCausalLM
+
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_MAX_NAMES = 5
+
+
+class CheckpointError(ValueError):
+    """The model cannot be loaded: not found, or its tensors do not match the config (names them)."""
+
+
+@dataclass(slots=True)
+class TensorTarget:
+    """Where one checkpoint tensor goes: rows [row_start, row_start + rows) of param (or of param[expert])."""
+
+    param: torch.Tensor
+    expert: int | None = None
+    row_start: int = 0
+    rows: int | None = None
+
+    def view(self) -> torch.Tensor:
+        dest = self.param if self.expert is None else self.param[self.expert]
+        return dest if self.rows is None else dest.narrow(0, self.row_start, self.rows)
+
+
+def checkpoint_layout(model: Qwen3ForCausalLM) -> dict[str, TensorTarget]:
+    """Every tensor name the real HF checkpoint has for this config -> where it lands in our modules."""
+    config = model.config
+    params = dict(model.named_parameters(remove_duplicate=False))
+    layout: dict[str, TensorTarget] = {}
+    for name, param in params.items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # tied: the checkpoint stores the embedding only
+        prefix, _, leaf = name.rpartition(".")
+        if prefix.endswith("self_attn.qkv_proj"):
+            base = prefix.removesuffix("qkv_proj")
+            q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+            for proj, start, rows in (("q_proj", 0, q), ("k_proj", q, kv), ("v_proj", q + kv, kv)):
+                layout[f"{base}{proj}.{leaf}"] = TensorTarget(param, None, start, rows)
+        elif prefix.endswith("mlp.gate_up_proj"):
+            base, inter = prefix.removesuffix("gate_up_proj"), param.shape[0] // 2
+            layout[f"{base}gate_proj.weight"] = TensorTarget(param, None, 0, inter)
+            layout[f"{base}up_proj.weight"] = TensorTarget(param, None, inter, inter)
+        elif leaf == "w13":
+            inter = param.shape[1] // 2
+            for j in range(param.shape[0]):
+                layout[f"{prefix}.experts.{j}.gate_proj.weight"] = TensorTarget(param, j, 0, inter)
+                layout[f"{prefix}.experts.{j}.up_proj.weight"] = TensorTarget(param, j, inter, inter)
+        elif leaf == "w2":
+            for j in range(param.shape[0]):
+                layout[f"{prefix}.experts.{j}.down_proj.weight"] = TensorTarget(param, j)
+        else:
+            layout[name] = TensorTarget(param)
+    return layout
+
+
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Checkpoint tensor names and shapes for a config, computed on the meta device (no memory)."""
+    model = Qwen3ForCausalLM(config, device="meta")
+    return {name: tuple(t.view().shape) for name, t in checkpoint_layout(model).items()}
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A local directory as is; otherwise a hub id ("Qwen/Qwen3-30B-A3B") fetched through huggingface_hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    name = str(model)
+    if not _HUB_ID.match(name) or path.exists():
+        raise CheckpointError(f"model {name!r} is neither a local directory nor a Hugging Face hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=HUB_ALLOW_PATTERNS))
+    except Exception as exc:  # offline, unknown repo, gated, network errors: one clear message
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        hint = " (HF_HUB_OFFLINE is set)" if offline else ""
+        raise CheckpointError(
+            f"could not fetch {name!r} from the Hugging Face hub{hint}: {type(exc).__name__}: {exc}. "
+            "Download it on a machine with network access and pass the local directory instead."
+        ) from exc
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [path / f for f in sorted(set(weight_map.values()))]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors files in {path}")
+    return files
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_NAMES else f" ({len(names)})")
+
+
+def _check(layout: dict[str, TensorTarget], shapes: dict[str, tuple[int, ...]], config: ModelConfig) -> None:
+    missing = sorted(set(layout) - set(shapes))
+    unexpected = sorted(
+        n for n in set(shapes) - set(layout) if not (n == "lm_head.weight" and config.tie_word_embeddings)
+    )
+    wrong = sorted(
+        f"{n} {list(shapes[n])} (expected {list(layout[n].view().shape)})"
+        for n in set(layout) & set(shapes)
+        if tuple(layout[n].view().shape) != shapes[n]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {_names(unexpected)}")
+    if wrong:
+        problems.append(f"wrongly shaped tensors: {_names(wrong)}")
+    if problems:
+        raise CheckpointError(f"checkpoint does not match {config.architecture} config: " + "; ".join(problems))
+
+
+def load_weights(model: Qwen3ForCausalLM, path: Path, *, progress: bool = True) -> None:
+    """Fill every parameter of model from the safetensors files in path (checked first)."""
+    layout = checkpoint_layout(model)
+    files = _safetensors_files(path)
+    shapes: dict[str, tuple[int, ...]] = {}
+    where: dict[str, Path] = {}
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+                where[name] = file
+    _check(layout, shapes, model.config)
+    bar = tqdm(total=len(layout), desc="Loading weights", unit="tensor", disable=not progress)
+    with torch.no_grad():
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118
+                    target = layout.get(name)
+                    if target is None:
+                        continue  # a tied lm_head.weight
+                    target.view().copy_(f.get_tensor(name))
+                    bar.update(1)
+    bar.close()
+
+
+def load_model(
+    model: str | Path,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    max_model_len: int | None = None,
+) -> tuple[Qwen3ForCausalLM, ModelConfig]:
+    """Load a checkpoint (local dir or hub id) into a Qwen3ForCausalLM on device, in dtype (default: the
+    checkpoint's torch_dtype). max_model_len beyond the native context switches on YaRN."""
+    path = resolve_model_path(model)
+    try:
+        config = ModelConfig.from_pretrained(path)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if max_model_len is not None:
+        config = config.with_max_model_len(max_model_len)
+    target_dtype = parse_dtype(dtype, default=config.torch_dtype)
+    net = Qwen3ForCausalLM(config, device=device, dtype=target_dtype)
+    load_weights(net, path, progress=progress)
+    net.eval()
+    return net, config
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes held by the model's parameters (tied ones counted once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+__all__ = [
+    "CheckpointError",
+    "checkpoint_layout",
+    "expected_tensors",
+    "load_model",
+    "load_weights",
+    "model_bytes",
+    "resolve_model_path",
+]

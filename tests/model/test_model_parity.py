@@ -1,0 +1,58 @@
+"""Our network == transformers' (same config, same weights via save_pretrained + our loader), flat batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_testutil import (
+    TINY_DENSE,
+    TINY_MOE,
+    hf_logits,
+    hf_model,
+    max_diff,
+    our_prefill_logits,
+    random_seqs,
+)
+
+from qwen3_api.model.loader import load_model
+
+LENS = [5, 17, 1, 9]  # different lengths in one flat batch, including a single-token prompt
+
+VARIANTS = {
+    "dense": TINY_DENSE,
+    "moe": TINY_MOE,
+    "moe_no_norm_topk": TINY_MOE | {"norm_topk_prob": False},
+    "yarn": TINY_MOE
+    | {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}},
+    "yarn_old_type_key": TINY_DENSE
+    | {
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 2.0,
+            "original_max_position_embeddings": 64,
+            "beta_fast": 16,
+            "mscale": 0.8,
+            "mscale_all_dim": 0.5,
+        }
+    },
+    "head_dim_not_hidden_over_heads": TINY_MOE | {"head_dim": 24, "num_attention_heads": 6},
+    "tied_embeddings": TINY_DENSE | {"tie_word_embeddings": True},
+    "mlp_only_and_sparse_step": TINY_MOE
+    | {"num_hidden_layers": 4, "decoder_sparse_step": 2, "mlp_only_layers": [3]},
+    "attention_bias_mha": TINY_DENSE | {"attention_bias": True, "num_key_value_heads": 4},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_float32_logits_match_transformers(variant: str, tmp_path) -> None:
+    overrides = VARIANTS[variant]
+    ref = hf_model(overrides)
+    ref.save_pretrained(tmp_path)
+    net, config = load_model(tmp_path, dtype=torch.float32, progress=False)
+    # long enough that YaRN's scaled positions (> original_max_position_embeddings / factor) matter
+    lens = LENS + ([150] if "yarn" in variant else [])
+    seqs = random_seqs(lens, overrides["vocab_size"], seed=1)
+    ours, theirs = our_prefill_logits(net, seqs), hf_logits(ref, seqs)
+    assert all(o.dtype == torch.float32 for o in ours)
+    assert theirs[1].std() > 0.3, "reference logits too flat for the comparison to mean anything"
+    assert max_diff(ours, theirs) <= 1e-4
