@@ -1,0 +1,101 @@
+"""Engine options: one dataclass, shared by `qwen3-api serve`, the offline LLM and the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class EngineArgs:
+    """How to build the engine. ``kv_cache_memory`` is GiB when > 1.0, else a fraction of free memory."""
+
+    model: str = ""
+    dtype: str = "auto"  # auto: the checkpoint's dtype on CUDA, float32 on CPU (fast CPU kernels)
+    device: str = "auto"  # auto: cuda when available, else cpu
+    max_model_len: int | None = None  # default: the checkpoint's max_position_embeddings
+    kv_cache_memory: float = 0.5
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", *_DTYPES):
+            raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {self.dtype!r}")
+        if self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be > 0 (GiB, or a fraction <= 1.0), got {self.kv_cache_memory}")
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+    def resolve_device(self) -> torch.device:
+        """The device to run on."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolve_dtype(self, checkpoint_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+        """The compute / KV-cache dtype."""
+        if self.dtype != "auto":
+            return _DTYPES[self.dtype]
+        return checkpoint_dtype if device.type == "cuda" else torch.float32
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """Add the engine options to ``parser`` (used by ``qwen3-api serve`` and the benchmarks)."""
+        d = EngineArgs()
+        g = parser.add_argument_group("engine")
+        g.add_argument("--model", default=d.model, help="checkpoint directory or hub id")
+        g.add_argument("--dtype", default=d.dtype, choices=["auto", *_DTYPES])
+        g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+        g.add_argument("--max-model-len", type=int, default=d.max_model_len,
+                       help="context length; above the native length this turns YaRN on")
+        g.add_argument("--kv-cache-memory", type=float, default=d.kv_cache_memory,
+                       help="KV cache size: GiB when > 1.0, else a fraction of free memory")
+        g.add_argument("--block-size", type=int, default=d.block_size)
+        g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
+        g.add_argument("--max-num-batched-tokens", type=int, default=d.max_num_batched_tokens)
+        g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                       default=d.enable_prefix_caching)
+        g.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction,
+                       default=d.enable_chunked_prefill)
+        g.add_argument("--seed", type=int, default=d.seed)
+        return parser
+
+    @classmethod
+    def from_cli_args(cls, ns: argparse.Namespace) -> EngineArgs:
+        """EngineArgs from a parsed namespace (unknown attributes are ignored)."""
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: torch.cuda.mem_get_info on CUDA, MemAvailable from /proc/meminfo on CPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("can't tell free memory (no /proc/meminfo): give --kv-cache-memory in GiB (> 1.0)")
+
+
+def kv_cache_budget_bytes(kv_cache_memory: float, device: torch.device) -> int:
+    """The KV cache's memory budget: GiB when > 1.0, else that fraction of the free memory."""
+    if kv_cache_memory > 1.0:
+        return int(kv_cache_memory * 2**30)
+    return int(kv_cache_memory * free_memory_bytes(device))

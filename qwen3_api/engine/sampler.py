@@ -1,0 +1,238 @@
+"""Logits -> next tokens (and logprobs) for a whole batch at once.
+
+Order of operations, per row: the vocabulary tail beyond the tokenizer is cut off; raw logprobs are taken
+(if asked); then logit_bias is added, eos / stop ids are masked until min_tokens, the constraint bitmask is
+applied, repetition_penalty (HF: prompt + output tokens, divide positive logits, multiply negative ones) and
+frequency / presence penalties (OpenAI: output tokens) change the logits. Greedy rows take the argmax of
+the result; the others divide by the temperature, softmax, and filter: top_k (0 = off), then top_p on the
+renormalized top-k distribution, then min_p (p < min_p * p_max) and top_a (p < top_a * p_max^2), both on
+the temperature-scaled distribution. The token is drawn by inverse CDF from one uniform number per row,
+taken from the sample's own generator when it has a seed, so the draw never depends on the batch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from qwen3_api.engine.constraint import allocate_bitmask, apply_bitmask
+from qwen3_api.engine.sequence import Sequence
+
+
+@dataclass(slots=True)
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[dict[int, float] | None]  # per row: chosen token + top-k of the raw distribution
+
+
+class Sampler:
+    """Turns the logits of the rows that sample this step into tokens, vectorized over the batch."""
+
+    def __init__(self, vocab_size: int, eos_token_ids: list[int], seed: int = 0) -> None:
+        self.vocab_size = vocab_size  # the tokenizer's size: ids beyond it are never sampled
+        self.eos_token_ids = list(eos_token_ids)
+        self.rng = random.Random(seed)  # for the rows without a seed of their own
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
+        """logits: float32 [B, model_vocab], one row per sequence of ``seqs`` (same order)."""
+        vocab = min(self.vocab_size, logits.shape[1])
+        full_width = logits.shape[1]
+        params = [s.params for s in seqs]
+        num = len(seqs)
+        fast = all(
+            p.greedy and p.logit_bias is None and not p.has_penalties and p.logprobs is None
+            and s.constraint is None and not self._min_tokens_active(s)
+            for s, p in zip(seqs, params, strict=True)
+        )
+        if fast:
+            return SamplerOutput(logits[:, :vocab].argmax(dim=-1).tolist(), [None] * num)
+
+        logits = logits[:, :vocab].float().contiguous()
+        lp_rows = [i for i, p in enumerate(params) if p.logprobs is not None]
+        raw_logprobs = torch.log_softmax(logits[lp_rows], dim=-1) if lp_rows else None
+
+        self._apply_logit_bias(logits, params, vocab)
+        self._apply_min_tokens(logits, seqs, vocab)
+        self._apply_constraints(logits, seqs, full_width)
+        self._apply_penalties(logits, seqs, vocab)
+
+        tokens = torch.empty(num, dtype=torch.long, device=logits.device)
+        greedy_rows = [i for i, p in enumerate(params) if p.greedy]
+        random_rows = [i for i, p in enumerate(params) if not p.greedy]
+        if greedy_rows:
+            if len(greedy_rows) == num:
+                tokens = logits.argmax(dim=-1)
+            else:
+                idx = torch.tensor(greedy_rows, device=logits.device)
+                tokens[idx] = logits[idx].argmax(dim=-1)
+        if random_rows:
+            idx = torch.tensor(random_rows, device=logits.device)
+            sub = logits if len(random_rows) == num else logits[idx]
+            uniforms = [(seqs[i].rng or self.rng).random() for i in random_rows]
+            drawn = sample_from_logits(sub, [params[i] for i in random_rows], uniforms)
+            if len(random_rows) == num:
+                tokens = drawn
+            else:
+                tokens[idx] = drawn
+        token_list = tokens.tolist()
+
+        logprobs: list[dict[int, float] | None] = [None] * num
+        if raw_logprobs is not None:
+            k_max = max(params[i].logprobs or 0 for i in lp_rows)
+            chosen = torch.tensor([token_list[i] for i in lp_rows], device=logits.device)
+            chosen_lp = raw_logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
+            if k_max > 0:
+                top_lp, top_ids = raw_logprobs.topk(k_max, dim=-1)
+                top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
+            for j, i in enumerate(lp_rows):
+                k = params[i].logprobs or 0
+                entry = {token_list[i]: chosen_lp[j]}
+                if k:
+                    for tid, lp in zip(top_ids[j][:k], top_lp[j][:k], strict=True):
+                        entry.setdefault(tid, lp)
+                logprobs[i] = entry
+        return SamplerOutput(token_list, logprobs)
+
+    # -- logit processors (in place, only over the rows that use them) -----------------------------------
+    def _min_tokens_active(self, seq: Sequence) -> bool:
+        return seq.params.min_tokens > seq.num_output_tokens
+
+    def _apply_logit_bias(self, logits: torch.Tensor, params: list, vocab: int) -> None:
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for i, p in enumerate(params):
+            if p.logit_bias:
+                for tid, bias in p.logit_bias.items():
+                    if tid < vocab:
+                        rows.append(i)
+                        cols.append(tid)
+                        vals.append(bias)
+        if rows:
+            dev = logits.device
+            logits.index_put_(
+                (torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)),
+                torch.tensor(vals, dtype=logits.dtype, device=dev),
+                accumulate=True,
+            )
+
+    def _apply_min_tokens(self, logits: torch.Tensor, seqs: list[Sequence], vocab: int) -> None:
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, seq in enumerate(seqs):
+            if self._min_tokens_active(seq):
+                banned = set(seq.params.stop_token_ids)
+                if not seq.params.ignore_eos:
+                    banned.update(self.eos_token_ids)
+                for tid in banned:
+                    if tid < vocab:
+                        rows.append(i)
+                        cols.append(tid)
+        if rows:
+            dev = logits.device
+            logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)] = float("-inf")
+
+    def _apply_constraints(self, logits: torch.Tensor, seqs: list[Sequence], full_width: int) -> None:
+        if all(s.constraint is None for s in seqs):
+            return
+        bitmask = allocate_bitmask(len(seqs), full_width)
+        constrained = False
+        for i, seq in enumerate(seqs):
+            if seq.constraint is not None and seq.constraint.fill_bitmask(bitmask, i):
+                constrained = True
+        if constrained:
+            apply_bitmask(logits, bitmask.to(logits.device))
+
+    def _apply_penalties(self, logits: torch.Tensor, seqs: list[Sequence], vocab: int) -> None:
+        rows = [i for i, s in enumerate(seqs) if s.params.has_penalties]
+        if not rows:
+            return
+        dev = logits.device
+        idx = torch.tensor(rows, device=dev)
+        sub = logits[idx]
+        count_rows: list[int] = []
+        count_ids: list[int] = []
+        count_vals: list[float] = []
+        for j, i in enumerate(rows):
+            for tid, c in (seqs[i].output_counts or {}).items():
+                if tid < vocab:
+                    count_rows.append(j)
+                    count_ids.append(tid)
+                    count_vals.append(float(c))
+        counts = torch.zeros_like(sub)
+        if count_rows:
+            counts[torch.tensor(count_rows, device=dev), torch.tensor(count_ids, device=dev)] = torch.tensor(
+                count_vals, device=dev
+            )
+        rep = [seqs[i].params.repetition_penalty for i in rows]
+        if any(r != 1.0 for r in rep):
+            seen = counts > 0
+            for j, i in enumerate(rows):
+                seen[j, self._prompt_ids(seqs[i], vocab, dev)] = True
+            penalty = torch.tensor(rep, dtype=sub.dtype, device=dev)[:, None]
+            sub = torch.where(seen, torch.where(sub > 0, sub / penalty, sub * penalty), sub)
+        freq = torch.tensor([seqs[i].params.frequency_penalty for i in rows], dtype=sub.dtype, device=dev)
+        pres = torch.tensor([seqs[i].params.presence_penalty for i in rows], dtype=sub.dtype, device=dev)
+        sub = sub - freq[:, None] * counts - pres[:, None] * (counts > 0).to(sub.dtype)
+        logits[idx] = sub
+
+    @staticmethod
+    def _prompt_ids(seq: Sequence, vocab: int, device: torch.device) -> torch.Tensor:
+        # built once per sequence: the prompt never changes
+        if seq.prompt_ids_tensor is None:
+            ids = torch.tensor(sorted(set(seq.token_ids[: seq.num_prompt_tokens])), dtype=torch.long)
+            seq.prompt_ids_tensor = ids[ids < vocab].to(device)
+        return seq.prompt_ids_tensor
+
+
+def sample_from_logits(logits: torch.Tensor, params: list, uniforms: list[float]) -> torch.Tensor:
+    """Draw one token per row of logits [R, V] (temperature > 0) given one uniform in [0, 1) per row."""
+    dev = logits.device
+    temps = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=dev)
+    probs = torch.softmax(logits / temps[:, None], dim=-1)
+    keep = filter_mask(probs, params)
+    if keep is not None:
+        probs = probs * keep
+    cdf = probs.cumsum(dim=-1)
+    targets = torch.tensor(uniforms, dtype=cdf.dtype, device=dev)[:, None] * cdf[:, -1:]
+    # the first index whose cdf exceeds the target: zero-probability tokens are never chosen
+    chosen = torch.searchsorted(cdf, targets, right=True).squeeze(1)
+    return chosen.clamp_(max=logits.shape[1] - 1)
+
+
+def filter_mask(probs: torch.Tensor, params: list) -> torch.Tensor | None:
+    """bool [R, V]: the tokens top_k / top_p / min_p / top_a keep (None when no row filters)."""
+    if not any(p.has_filters for p in params):
+        return None
+    dev = probs.device
+    rows, vocab = probs.shape
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    sort_rows = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
+    if sort_rows:
+        idx = torch.tensor(sort_rows, device=dev)
+        sub = probs[idx]
+        top_k = [params[i].top_k or vocab for i in sort_rows]
+        k_max = min(max(top_k), vocab)
+        if all(params[i].top_p >= 1.0 for i in sort_rows) and k_max < vocab:
+            sorted_probs, sorted_ids = sub.topk(k_max, dim=-1)  # cheaper than a full sort
+        else:
+            sorted_probs, sorted_ids = sub.sort(dim=-1, descending=True)
+        width = sorted_probs.shape[1]
+        k_t = torch.tensor(top_k, device=dev)[:, None]
+        sorted_keep = torch.arange(width, device=dev)[None, :] < k_t
+        top_p = torch.tensor([params[i].top_p for i in sort_rows], dtype=probs.dtype, device=dev)[:, None]
+        kept = sorted_probs * sorted_keep
+        cum = kept.cumsum(dim=-1)
+        exclusive = (cum - kept) / cum[:, -1:]
+        sorted_keep &= (exclusive < top_p) | (top_p >= 1.0)
+        sub_keep = torch.zeros_like(sub, dtype=torch.bool)
+        sub_keep.scatter_(1, sorted_ids, sorted_keep)
+        keep[idx] = sub_keep
+    pmax = probs.max(dim=-1, keepdim=True).values
+    min_p = torch.tensor([p.min_p for p in params], dtype=probs.dtype, device=dev)[:, None]
+    top_a = torch.tensor([p.top_a for p in params], dtype=probs.dtype, device=dev)[:, None]
+    keep &= probs >= min_p * pmax
+    keep &= probs >= top_a * pmax * pmax
+    return keep
