@@ -87,8 +87,10 @@ def resolve_model_path(model: str | Path) -> Path:
     if path.is_dir():
         return path
     name = str(model)
-    if not _HUB_ID.match(name) or path.exists():
-        raise CheckpointError(f"model {name!r} is neither a local directory nor a Hugging Face hub id")
+    if path.exists():
+        raise CheckpointError(f"model {name!r} is not a directory (expected a Hugging Face checkpoint folder)")
+    if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
+        raise CheckpointError(f"model {name!r}: no such directory, and not a Hugging Face hub id (org/name)")
     try:
         from huggingface_hub import snapshot_download
 
