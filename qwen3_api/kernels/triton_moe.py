@@ -177,7 +177,7 @@ def config_file_name(num_experts: int, n: int, dtype: torch.dtype, device_name: 
     return f"E={num_experts},N={n},dtype={_dtype_name(dtype)},device_name={device_name}.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_config_table(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> dict[int, MoEConfig] | None:
     """The tuned table {batch bucket: config} for this shape and GPU, or None (warned about once)."""
     path = CONFIG_DIR / config_file_name(num_experts, n, dtype, device_name)
