@@ -1,0 +1,376 @@
+"""The gateway every generation passes through: authenticate → authorize_model → admit → [work] → settle.
+
+Hot path cost: ``authenticate`` is a dict lookup (keys cached ``cache_ttl_s``, 2 s by default; admin
+changes in this process invalidate at once, changes made elsewhere — the CLI, another replica — take
+effect within the TTL). ``admit`` is an in-memory (or one Redis round trip) rate-limit check plus, only for
+keys with a credit limit, one conditional UPDATE (see credits.py). ``settle`` is one transaction: the
+ledger row plus the key's spend. Nothing touches the database per token.
+
+``settle`` never raises: once the model has answered, the client gets its answer. A failed write is
+retried, then logged loudly and kept in memory to retry on the next settlement and at ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from qwen3_api.errors import APIError
+from qwen3_api.platform import credits, ledger
+from qwen3_api.platform.catalog import CatalogEntry
+from qwen3_api.platform.db import Database
+from qwen3_api.platform.keys import KeyRecord, KeyStore, hash_key
+from qwen3_api.platform.ledger import GenerationRecord
+from qwen3_api.platform.pricing import Usage, price, reservation
+from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateLimiter
+
+log = logging.getLogger("qwen3_api.platform.gateway")
+ANONYMOUS = "anonymous"
+ADMIN_KEY_ENV = "QWEN3_API_ADMIN_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a stored key (by hash, never the secret) or the anonymous --no-auth user."""
+
+    key_hash: str
+    key_id: int | None
+    name: str
+    label: str
+    rpm: int | None = None
+    tpm: int | None = None
+    models: frozenset[str] | None = None
+    has_credit_limit: bool = False
+    expires_at: datetime | None = None
+    revoked: bool = False
+
+    @property
+    def anonymous(self) -> bool:
+        return self.key_id is None
+
+    @classmethod
+    def from_record(cls, r: KeyRecord) -> Principal:
+        return cls(key_hash=r.key_hash, key_id=r.id, name=r.name, label=r.label, rpm=r.rpm, tpm=r.tpm,
+                   models=frozenset(r.models) if r.models else None, has_credit_limit=r.credit is not None,
+                   expires_at=r.expires_at, revoked=r.revoked_at is not None)
+
+
+ANONYMOUS_PRINCIPAL = Principal(key_hash=ANONYMOUS, key_id=None, name=ANONYMOUS, label=ANONYMOUS)
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request let in: what it holds (credit reservation, rate-limit entry) until ``settle``."""
+
+    principal: Principal
+    entry: CatalogEntry
+    generation_id: str
+    prompt_tokens: int
+    max_tokens: int
+    reserved: Decimal = Decimal(0)
+    headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* for the response
+    started: float = field(default_factory=time.monotonic)
+    rate_limited: bool = False
+    settled: bool = False
+    cost: Decimal | None = None
+
+    @property
+    def currency(self) -> str:
+        return self.entry.currency
+
+
+def _auth_error(message: str) -> APIError:
+    return APIError(401, message, "authentication_error", code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class Gateway:
+    """Keys, limits, credits and the ledger for one app (see the module docstring for the hot path)."""
+
+    requires_auth = True
+
+    def __init__(self, db: Database, *, limiter: RateLimiter | None = None, cache_ttl_s: float = 2.0,
+                 cache_size: int = 10_000, admin_key: str | None = None, settle_attempts: int = 3) -> None:
+        self.db = db
+        self.keys = KeyStore(db)
+        self.limiter: RateLimiter = limiter or MemoryRateLimiter()
+        self.cache_ttl_s = cache_ttl_s
+        self.cache_size = cache_size
+        self.admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV) or None
+        self.settle_attempts = settle_attempts
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        self._pending: list[tuple[Admission, GenerationRecord]] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- keys ---------------------------------------------------------------------------------------
+    async def _lookup(self, key_hash: str) -> Principal | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_hash)
+        if hit is not None and now - hit[0] < self.cache_ttl_s:
+            return hit[1]
+        record = await asyncio.to_thread(self.keys.get_by_hash, key_hash)
+        principal = Principal.from_record(record) if record else None
+        self._cache[key_hash] = (now, principal)
+        self._cache.move_to_end(key_hash)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    def invalidate(self, key_hash: str | None = None) -> None:
+        """Forget cached keys (one, or all) so an admin change applies to the next request."""
+        if key_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_hash, None)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller of ``Authorization: Bearer sk-…``; 401 when missing, unknown, revoked or expired."""
+        token = bearer_token(authorization)
+        if token is None:
+            raise _auth_error("Missing API key: send it as 'Authorization: Bearer sk-…' "
+                              "(create one with `qwen3-api keys create --name NAME`).")
+        principal = await self._lookup(hash_key(token))
+        if principal is None:
+            raise _auth_error("Invalid API key.")
+        if principal.revoked:
+            raise _auth_error("This API key has been revoked.")
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise _auth_error(f"This API key expired at {principal.expires_at.isoformat()}.")
+        return principal
+
+    def authorize_model(self, principal: Principal, model_id: str) -> None:
+        """403 when the key is restricted to other models."""
+        if principal.models is not None and model_id not in principal.models:
+            raise APIError(403, f"This API key is not allowed to use the model '{model_id}'.",
+                           "permission_error", param="model", code="model_not_allowed")
+
+    # -- admission ----------------------------------------------------------------------------------
+    async def admit(self, principal: Principal, entry: CatalogEntry, *, prompt_tokens: int, max_tokens: int,
+                    generation_id: str) -> Admission:
+        """Rate limits (429) then the credit reservation of the request's maximum cost (402)."""
+        admission = Admission(principal, entry, generation_id, prompt_tokens, max_tokens)
+        tokens = prompt_tokens + max_tokens
+        decision = await self.limiter.acquire(principal.key_hash, generation_id, rpm=principal.rpm,
+                                              tpm=principal.tpm, tokens=tokens)
+        admission.headers = decision.headers() if (principal.rpm or principal.tpm) else {}
+        if not decision.allowed:
+            if decision.too_large:
+                message = (f"Rate limit: this request may use {tokens} tokens (prompt + max_tokens), more than "
+                           f"this key's limit of {principal.tpm} tokens per minute; lower max_tokens.")
+            elif decision.limited_by == "requests":
+                message = (f"Rate limit reached: {principal.rpm} requests per minute for this key. "
+                           f"Retry after {admission.headers['Retry-After']} s.")
+            else:
+                message = (f"Rate limit reached: {principal.tpm} tokens per minute for this key "
+                           f"({decision.tokens_used} in use, this request needs {tokens}). "
+                           f"Retry after {admission.headers['Retry-After']} s.")
+            raise APIError(429, message, "rate_limit_error", code="rate_limit_exceeded", headers=admission.headers)
+        admission.rate_limited = principal.rpm is not None or principal.tpm is not None
+        if principal.has_credit_limit and principal.key_id is not None:
+            amount = reservation(entry, prompt_tokens, max_tokens)
+            key_id = principal.key_id
+            task = asyncio.ensure_future(self.db.run(lambda conn: credits.reserve(conn, key_id, amount)))
+            try:
+                ok = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # The UPDATE may still commit in its thread: give the hold back once it has.
+                task.add_done_callback(lambda t: self._undo_reservation(t, admission, amount))
+                raise
+            except BaseException:
+                await self._release_rate(admission)
+                raise
+            if not ok:
+                await self._release_rate(admission)
+                raise APIError(
+                    402, f"Insufficient credits: this request may cost up to {amount} {entry.currency} "
+                    f"({prompt_tokens} prompt tokens + max_tokens {max_tokens}); top up the key or lower max_tokens.",
+                    "insufficient_quota", code="insufficient_credits")
+            admission.reserved = amount
+        return admission
+
+    def _undo_reservation(self, task: asyncio.Future[bool], admission: Admission, amount: Decimal) -> None:
+        key_id = admission.principal.key_id
+        if task.cancelled() or task.exception() is not None or not task.result() or key_id is None:
+            return
+        undo = asyncio.ensure_future(self.db.run(lambda conn: credits.release(conn, key_id, amount)))
+        self._tasks.add(undo)
+        undo.add_done_callback(self._tasks.discard)
+        rate = asyncio.ensure_future(self._release_rate(admission))
+        self._tasks.add(rate)
+        rate.add_done_callback(self._tasks.discard)
+
+    async def _release_rate(self, admission: Admission) -> None:
+        if admission.rate_limited:
+            admission.rate_limited = False
+            await self.limiter.release(admission.principal.key_hash, admission.generation_id)
+
+    # -- settlement ---------------------------------------------------------------------------------
+    async def settle(self, admission: Admission, usage: Usage, *, status: str, streamed: bool,
+                     ttft_s: float | None, duration_s: float) -> Decimal:
+        """Price ``usage``, write the ledger row and the spend once, release the rest of the reservation.
+
+        Idempotent per admission (a second call returns the first cost and writes nothing) and never raises.
+        """
+        if admission.settled:
+            return admission.cost if admission.cost is not None else Decimal(0)
+        admission.settled = True
+        cost = price(admission.entry, usage)
+        admission.cost = cost
+        if status not in ledger.STATUSES:
+            log.error("settle(%s): unknown status %r recorded as 'error'", admission.generation_id, status)
+            status = "error"
+        record = GenerationRecord(
+            id=admission.generation_id, key_hash=admission.principal.key_hash, model=admission.entry.id,
+            prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,
+            currency=admission.entry.currency, status=status, streamed=streamed, ttft_s=ttft_s,
+            duration_s=duration_s, created_at=datetime.now(UTC),
+        )
+        # Shielded: a client disconnect cancels the request's task (anyio cancels every later await in that
+        # scope), but the charge for what was generated must still be written, exactly once.
+        task = asyncio.ensure_future(self._finish(admission, record, usage.total_tokens))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+        return cost
+
+    async def _finish(self, admission: Admission, record: GenerationRecord, total_tokens: int) -> None:
+        if admission.rate_limited:
+            try:
+                await self.limiter.adjust(admission.principal.key_hash, admission.generation_id, total_tokens)
+            except Exception:  # a limiter hiccup must not cost the client its answer
+                log.exception("rate-limit adjustment failed for %s", admission.generation_id)
+        if self._pending:
+            await self._flush_pending()
+        if not await self._write(admission, record):
+            self._pending.append((admission, record))
+
+    async def _write(self, admission: Admission, record: GenerationRecord) -> bool:
+        delay = 0.05
+        for attempt in range(1, self.settle_attempts + 1):
+            try:
+                await self.db.run(lambda conn: self._settle_tx(conn, admission, record))
+                return True
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then reported
+                if attempt == self.settle_attempts:
+                    log.error("LEDGER WRITE FAILED after %d attempts; kept in memory for retry: generation=%s "
+                              "key=%s model=%s cost=%s %s status=%s: %r", attempt, record.id, admission.principal.label,
+                              record.model, record.cost, record.currency, record.status, exc)
+                    return False
+                log.warning("ledger write for %s failed (attempt %d): %r", record.id, attempt, exc)
+                await asyncio.sleep(delay)
+                delay *= 4
+        return False
+
+    @staticmethod
+    def _settle_tx(conn: Connection, admission: Admission, record: GenerationRecord) -> None:
+        key_id = admission.principal.key_id
+        try:
+            with conn.begin_nested():
+                ledger.insert_generation(conn, record)
+        except IntegrityError:
+            # Already recorded (a duplicate id): charge nothing twice, only give back this hold.
+            log.error("generation %s was already recorded; not charged again", record.id)
+            if key_id is not None and admission.reserved:
+                credits.release(conn, key_id, admission.reserved)
+            return
+        if key_id is not None:
+            credits.charge(conn, key_id, record.cost, admission.reserved)
+
+    async def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for admission, record in pending:
+            if not await self._write(admission, record):
+                self._pending.append((admission, record))
+
+    # -- self-service -------------------------------------------------------------------------------
+    async def get_generation(self, principal: Principal, generation_id: str) -> GenerationRecord:
+        """A ledger row, only to the key that made it (404 otherwise, so ids cannot be probed)."""
+        record = await self.db.run(lambda conn: ledger.get_generation(conn, generation_id))
+        if record is None or not hmac.compare_digest(record.key_hash, principal.key_hash):
+            raise APIError(404, f"No generation '{generation_id}' for this key.", "not_found_error",
+                           param="id", code="generation_not_found")
+        return record
+
+    async def key_info(self, principal: Principal) -> dict[str, Any]:
+        """The calling key's limits, credit left and usage (OpenRouter's /api/v1/key shape, plus more)."""
+        since = datetime.now(UTC) - timedelta(days=1)
+
+        def read(conn: Connection) -> tuple[KeyRecord | None, dict[str, Any]]:
+            record = self.keys.get_by_hash(principal.key_hash, conn)
+            return record, ledger.usage_since(conn, principal.key_hash, since)
+
+        record, day = await self.db.run(read)
+        if record is None:  # the anonymous --no-auth principal
+            return {"data": {"label": principal.label, "name": principal.name, "limit": None, "usage": None,
+                             "limit_remaining": None, "rate_limit": {"requests_per_minute": None,
+                                                                      "tokens_per_minute": None},
+                             "models": None, "expires_at": None, "usage_last_24h": day}}
+        view = record.to_dict()
+        return {"data": {
+            "label": record.label, "name": record.name, "limit": view["credit"], "usage": view["spent"],
+            "reserved": view["reserved"], "limit_remaining": view["credit_left"],
+            "rate_limit": {"requests_per_minute": record.rpm, "tokens_per_minute": record.tpm},
+            "models": record.models, "expires_at": view["expires_at"], "status": view["status"],
+            "usage_last_24h": day,
+        }}
+
+    def routers(self) -> list[Any]:
+        """The platform's APIRouters (admin keys, /v1/key, /v1/generation) for the app to include."""
+        from qwen3_api.platform.routes import admin_router, key_router
+
+        return [admin_router, key_router]
+
+    def check_admin(self, authorization: str | None) -> None:
+        """401/403 unless the bearer token is the admin key ($QWEN3_API_ADMIN_KEY)."""
+        if not self.admin_key:
+            raise APIError(403, f"The admin API is disabled: set {ADMIN_KEY_ENV} to enable it.",
+                           "permission_error", code="admin_disabled")
+        token = bearer_token(authorization)
+        if token is None or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
+            raise _auth_error("Invalid admin key.")
+
+    async def close(self) -> None:
+        """Finish in-flight settlements, retry any unwritten ledger rows, then release connections."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._pending:
+            await self._flush_pending()
+        await self.limiter.close()
+        self.db.dispose()
+
+
+class NoAuthGateway(Gateway):
+    """``--no-auth``: everyone is the anonymous principal; no limits, but usage is still priced and recorded."""
+
+    requires_auth = False
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return ANONYMOUS_PRINCIPAL
+
+    def authorize_model(self, principal: Principal, model_id: str) -> None:
+        return None
+
+    async def admit(self, principal: Principal, entry: CatalogEntry, *, prompt_tokens: int, max_tokens: int,
+                    generation_id: str) -> Admission:
+        return Admission(principal, entry, generation_id, prompt_tokens, max_tokens)
