@@ -77,18 +77,22 @@ def make_contiguous_metadata(
     *,
     context_lens: list[int] | None = None,
     max_model_len: int | None = None,
+    seq_ids: list[int] | None = None,
 ) -> AttentionMetadata:
     """Metadata for tests and benchmarks without the engine: sequence b owns the fixed block range
-    [b*n, (b+1)*n) with n = ceil(max_model_len / block_size).
+    [s*n, (s+1)*n) with s = seq_ids[b] (default b) and n = ceil(max_model_len / block_size).
 
     seq_lens are the query lengths of this step; context_lens (default: seq_lens, a fresh prefill) the history
-    lengths after it. Keep max_model_len fixed across steps so the blocks stay put (chunked prefill, decode).
+    lengths after it. Keep max_model_len and seq_ids fixed across steps so the blocks stay put (chunked
+    prefill, decode).
     """
+    seq_ids = list(range(len(seq_lens))) if seq_ids is None else list(seq_ids)
     context_lens = list(seq_lens) if context_lens is None else list(context_lens)
     longest = max_model_len or max(context_lens, default=1)
     per_seq = -(-longest // block_size)
     tables = [
-        list(range(b * per_seq, b * per_seq + -(-c // block_size))) for b, c in enumerate(context_lens)
+        list(range(s * per_seq, s * per_seq + -(-c // block_size)))
+        for s, c in zip(seq_ids, context_lens, strict=True)
     ]
     return AttentionMetadata.build(list(seq_lens), context_lens, tables, block_size, device)
 
