@@ -1,0 +1,120 @@
+"""The FastAPI app factory: routers, error handlers, the body-size limit, and the engine's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qwen3_api import __version__
+from qwen3_api.api.errors import error_response, install_error_handlers
+from qwen3_api.api.metrics import Metrics
+from qwen3_api.errors import APIError
+from qwen3_api.platform.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Settings:
+    """Serving options that are not the engine's or the platform's."""
+
+    served_model_name: str = "qwen/qwen3-30b-a3b"
+    max_n: int = 8
+    max_body_bytes: int = 8 * 1024 * 1024
+    keepalive_s: float = 5.0
+    # Path of the model directory: the chat layer reads the tokenizer and chat template from it.
+    model_path: str | None = None
+    shutdown_engine: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``limit`` bytes, by Content-Length or by counting a chunked body.
+
+    Pure ASGI (not BaseHTTPMiddleware) so streaming responses and disconnect detection pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _error(self) -> APIError:
+        return APIError(413, f"The request body is larger than the {self.limit} bytes this server accepts.",
+                        "invalid_request_error", code="payload_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await error_response(self._error())(scope, receive, send)
+                    return
+        seen = 0
+        refused = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer 413 now and tell the app the client is gone: whatever it sends later is dropped.
+                    refused = True
+                    await error_response(self._error())(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+
+def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings | None = None) -> FastAPI:
+    """Build the API around a running engine (``AsyncLLMEngine``), the catalog and the platform's Gateway.
+
+    The served model is ``settings.served_model_name``; it must be in the catalog (its context length is
+    replaced by the one in force, ``engine.max_model_len``). Entries with a ``base_url`` are forwarded upstream.
+    """
+    from qwen3_api.api.routes import chat_completions, completions, health, metrics, models
+    from qwen3_api.api.state import AppState
+
+    settings = settings or Settings()
+    if catalog.get(settings.served_model_name) is None:
+        raise ValueError(f"served model {settings.served_model_name!r} is not in the catalog "
+                         f"({', '.join(catalog.entries)})")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if settings.shutdown_engine and hasattr(engine, "shutdown"):
+            await engine.shutdown()
+
+    app = FastAPI(title="qwen3-api", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible API for Qwen3-30B-A3B (chat completions, completions, models).")
+    stats = getattr(engine, "stats", None)
+    app.state.api = AppState(engine=engine, catalog=catalog, gateway=gateway, settings=settings,
+                             metrics=Metrics(stats if callable(stats) else None))
+    install_error_handlers(app)
+    for module in (chat_completions, completions, models, health, metrics):
+        app.include_router(module.router)
+    extra_routers = getattr(gateway, "routers", None)
+    for router in (extra_routers() if callable(extra_routers) else []):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app

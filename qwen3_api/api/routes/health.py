@@ -1,0 +1,28 @@
+"""GET /health: 200 while the engine answers, 503 when it is not running."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from qwen3_api.api.state import AppState, get_state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(state: AppState = Depends(get_state)) -> JSONResponse:
+    """Liveness and readiness in one: the engine's stats are readable and its loop is alive."""
+    engine = state.engine
+    alive = getattr(engine, "is_running", True)
+    if callable(alive):
+        alive = alive()
+    try:
+        stats = engine.stats()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the engine means "not ready"
+        return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
+    if not alive:
+        return JSONResponse({"status": "error", "detail": "the engine is not running"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": state.settings.served_model_name,
+                         "max_model_len": state.max_model_len, "running": stats.running,
+                         "waiting": stats.waiting, "kv_cache_usage": stats.kv_usage})

@@ -1,0 +1,26 @@
+"""GET /v1/models and /v1/models/{id}: the catalog in OpenAI's list shape plus OpenRouter's fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from qwen3_api.api.deps import authenticate
+from qwen3_api.api.responses import ModelCard, ModelList
+from qwen3_api.api.state import AppState, get_state
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(state: AppState = Depends(get_state), _: Any = Depends(authenticate)) -> ModelList:
+    """Every model this server answers for, with context length, pricing and supported parameters."""
+    return ModelList(data=[ModelCard(**e.to_openai()) for e in state.visible_entries()])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, state: AppState = Depends(get_state), _: Any = Depends(authenticate)
+                    ) -> ModelCard:
+    """One model by id (ids contain a slash: ``qwen/qwen3-30b-a3b``); 404 ``model_not_found`` otherwise."""
+    return ModelCard(**state.entry(model_id).to_openai())

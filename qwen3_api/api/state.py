@@ -1,0 +1,96 @@
+"""What every route needs, held once per app: engine, catalog, gateway, settings, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from qwen3_api.api.metrics import Metrics
+from qwen3_api.chat.template import ChatTemplate
+from qwen3_api.chat.tokens import ChatTokenizer
+from qwen3_api.errors import APIError
+from qwen3_api.platform.catalog import Catalog, CatalogEntry
+
+if TYPE_CHECKING:
+    from qwen3_api.api.app import Settings
+
+
+@dataclass(slots=True)
+class AppState:
+    engine: Any
+    catalog: Catalog
+    gateway: Any
+    settings: Settings
+    metrics: Metrics
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_model_len(self) -> int:
+        """The context in force (YaRN included), as the engine was built with it."""
+        return int(self.engine.max_model_len)
+
+    def entry(self, model_id: str) -> CatalogEntry:
+        """The catalog entry a request names; the served one reports the context length in force."""
+        found = self.catalog.get(model_id)
+        if found is None:
+            raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
+                           "not_found_error", param="model", code="model_not_found")
+        if found.is_upstream:
+            return found
+        if model_id != self.settings.served_model_name:
+            raise APIError(404, f"The model '{model_id}' is in the catalog but not served by this server "
+                           f"(it serves '{self.settings.served_model_name}').", "not_found_error",
+                           param="model", code="model_not_found")
+        return self.served_entry()
+
+    def served_entry(self) -> CatalogEntry:
+        """The locally served entry with ``context_length`` set to the engine's ``max_model_len``."""
+        cached = self._cache.get("served_entry")
+        if cached is None:
+            base = self.catalog.get(self.settings.served_model_name)
+            assert base is not None  # create_app checked it
+            cached = dataclasses.replace(base, context_length=self.max_model_len,
+                                         max_completion_tokens=base.max_completion_tokens or self.max_model_len)
+            self._cache["served_entry"] = cached
+        return cached
+
+    def chat_tokenizer(self) -> ChatTokenizer:
+        """The tokenizer facts of the served checkpoint (special ids, byte table, chat template), loaded once."""
+        tok = self._cache.get("chat_tokenizer")
+        if tok is None:
+            path = self.settings.model_path
+            if path is None:
+                raise RuntimeError("Settings.model_path is needed to read the tokenizer and chat template")
+            vocab = getattr(getattr(self.engine, "model_config", None), "vocab_size", None)
+            tok = _load_tokenizer(str(path), vocab)
+            self._cache["chat_tokenizer"] = tok
+        return tok
+
+    def chat_template(self) -> ChatTemplate:
+        """The checkpoint's chat template, compiled once."""
+        tpl = self._cache.get("chat_template")
+        if tpl is None:
+            tpl = ChatTemplate(self.chat_tokenizer())
+            self._cache["chat_template"] = tpl
+        return tpl
+
+    def visible_entries(self) -> list[CatalogEntry]:
+        """What /v1/models lists: the served model and every upstream entry."""
+        out = [self.served_entry()]
+        out += [e for e in self.catalog.entries.values() if e.is_upstream]
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(path: str, vocab: int | None) -> ChatTokenizer:
+    # Building the byte table takes ~0.5 s; apps over the same checkpoint (tests, reloads) share it.
+    return ChatTokenizer.from_dir(path, model_vocab_size=vocab)
+
+
+def get_state(request: Request) -> AppState:
+    """FastAPI dependency: the app's state."""
+    return request.app.state.api
