@@ -102,7 +102,9 @@ def _prefill_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     m_mask = offs_m < q_len
     q_rows = (q_start + offs_m).to(tl.int64)
-    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=m_mask[:, None])
+    q = tl.load(
+        q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=m_mask[:, None]
+    )
     q_pos = offset + offs_m
     if DOT_F32:
         q = q.to(tl.float32)
@@ -242,7 +244,9 @@ def default_num_splits(num_seqs: int, num_kv_heads: int, num_sms: int | None = N
     Depends on the batch size only (not on context lengths), so a captured CUDA graph stays valid.
     """
     if num_sms is None:
-        num_sms = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
+        num_sms = (
+            torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
+        )
     return max(1, min(32, triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))))
 
 
@@ -326,5 +330,12 @@ def paged_attention(
     if attn.is_decode:
         return decode_attention(q, k_cache, v_cache, attn.context_lens, attn.block_tables, scale)
     return prefill_attention(
-        q, k_cache, v_cache, attn.cu_seqlens_q, attn.context_lens, attn.block_tables, attn.max_query_len, scale
+        q,
+        k_cache,
+        v_cache,
+        attn.cu_seqlens_q,
+        attn.context_lens,
+        attn.block_tables,
+        attn.max_query_len,
+        scale,
     )

@@ -178,7 +178,9 @@ def config_file_name(num_experts: int, n: int, dtype: torch.dtype, device_name: 
 
 
 @functools.cache
-def load_config_table(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> dict[int, MoEConfig] | None:
+def load_config_table(
+    num_experts: int, n: int, dtype: torch.dtype, device_name: str
+) -> dict[int, MoEConfig] | None:
     """The tuned table {batch bucket: config} for this shape and GPU, or None (warned about once)."""
     path = CONFIG_DIR / config_file_name(num_experts, n, dtype, device_name)
     if not path.is_file():
@@ -199,7 +201,9 @@ def default_config(m: int, num_experts: int) -> MoEConfig:
     return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
 
 
-def get_moe_config(m: int, num_experts: int, n: int, dtype: torch.dtype, device_name: str | None = None) -> MoEConfig:
+def get_moe_config(
+    m: int, num_experts: int, n: int, dtype: torch.dtype, device_name: str | None = None
+) -> MoEConfig:
     """Block sizes for a batch of m tokens: the tuned entry of the nearest batch bucket, else the default."""
     table = load_config_table(num_experts, n, dtype, device_name or _device_name())
     if not table:

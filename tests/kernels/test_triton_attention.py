@@ -50,7 +50,12 @@ def check_against_reference(out, q, k_cache, v_cache, attn, tables, scale, rtol,
     start = 0
     for b, (q_len, ctx) in enumerate(zip(attn.query_lens_cpu, attn.context_lens_cpu, strict=True)):
         ref = reference_attention(
-            q[start : start + q_len], history(k_cache, tables[b], ctx), history(v_cache, tables[b], ctx), q_len, ctx, scale
+            q[start : start + q_len],
+            history(k_cache, tables[b], ctx),
+            history(v_cache, tables[b], ctx),
+            q_len,
+            ctx,
+            scale,
         )
         torch.testing.assert_close(out[start : start + q_len].double(), ref, rtol=rtol, atol=atol)
         start += q_len
@@ -86,7 +91,9 @@ def test_decode_fp32_matches_dense_reference(num_splits):
     context_lens = [1, 17, 40, 64]
     q, kc, vc, attn, tables = scattered_batch([1] * 4, context_lens, 8, 2, 16, torch.float32, seed=2)
     assert attn.is_decode
-    out = ta.decode_attention(q, kc, vc, attn.context_lens, attn.block_tables, 0.3, num_splits=num_splits, block_n=16)
+    out = ta.decode_attention(
+        q, kc, vc, attn.context_lens, attn.block_tables, 0.3, num_splits=num_splits, block_n=16
+    )
     check_against_reference(out, q, kc, vc, attn, tables, 0.3, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, torch_ops.paged_attention(q, kc, vc, attn, 0.3), rtol=1e-5, atol=1e-5)
 

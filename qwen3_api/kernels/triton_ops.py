@@ -1,0 +1,8 @@
+"""The Triton backend that ``get_kernels`` picks on CUDA: the three hot paths of docs/CONTRACTS.md."""
+
+from __future__ import annotations
+
+from qwen3_api.kernels.triton_attention import paged_attention, store_kvcache
+from qwen3_api.kernels.triton_moe import fused_moe
+
+__all__ = ["fused_moe", "paged_attention", "store_kvcache"]
