@@ -52,11 +52,7 @@ class Sampler:
         logits = logits[:, :vocab].float().contiguous()
         lp_rows = [i for i, p in enumerate(params) if p.logprobs is not None]
         raw_logprobs = torch.log_softmax(logits[lp_rows], dim=-1) if lp_rows else None
-
-        self._apply_logit_bias(logits, params, vocab)
-        self._apply_min_tokens(logits, seqs, vocab)
-        self._apply_constraints(logits, seqs, full_width)
-        self._apply_penalties(logits, seqs, vocab)
+        self.process_logits(logits, seqs, full_width)
 
         tokens = torch.empty(num, dtype=torch.long, device=logits.device)
         greedy_rows = [i for i, p in enumerate(params) if p.greedy]
@@ -94,6 +90,15 @@ class Sampler:
                         entry.setdefault(tid, lp)
                 logprobs[i] = entry
         return SamplerOutput(token_list, logprobs)
+
+    def process_logits(self, logits: torch.Tensor, seqs: list[Sequence], full_width: int | None = None) -> None:
+        """Apply logit_bias, the min_tokens mask, constraints and penalties to logits [B, V] in place."""
+        vocab = logits.shape[1]
+        params = [s.params for s in seqs]
+        self._apply_logit_bias(logits, params, vocab)
+        self._apply_min_tokens(logits, seqs, vocab)
+        self._apply_constraints(logits, seqs, full_width or vocab)
+        self._apply_penalties(logits, seqs, vocab)
 
     # -- logit processors (in place, only over the rows that use them) -----------------------------------
     def _min_tokens_active(self, seq: Sequence) -> bool:
