@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import BigInteger, Connection, func, insert, select, type_coerce
 
-from qwen3_api.platform.tables import api_keys, generations
+from qwen3_api.platform.tables import api_keys, from_units, generations
 
 STATUSES = ("completed", "cancelled", "error")
 
@@ -69,11 +69,9 @@ def usage_since(conn: Connection, key_hash: str, since: datetime) -> dict[str, A
     row = conn.execute(
         select(func.count(), func.coalesce(func.sum(generations.c.prompt_tokens), 0),
                func.coalesce(func.sum(generations.c.completion_tokens), 0),
-               func.coalesce(func.sum(generations.c.cost), 0))
+               type_coerce(func.coalesce(func.sum(generations.c.cost), 0), BigInteger))
         .where(generations.c.key_hash == key_hash, generations.c.created_at >= since)
     ).one()
-    from qwen3_api.platform.tables import from_units
-
     return {"requests": int(row[0]), "prompt_tokens": int(row[1]), "completion_tokens": int(row[2]),
             "cost": format(from_units(int(row[3])), "f")}
 
@@ -84,8 +82,6 @@ GROUPINGS = ("day", "model", "key")
 def usage_report(conn: Connection, *, key_hash: str | None = None, since: datetime | None = None,
                  by: str = "day") -> list[dict[str, Any]]:
     """Tokens and cost grouped by day, model or key (label), oldest / largest first."""
-    from qwen3_api.platform.tables import from_units
-
     if by not in GROUPINGS:
         raise ValueError(f"--by must be one of {GROUPINGS}")
     g = generations.c
@@ -103,7 +99,7 @@ def usage_report(conn: Connection, *, key_hash: str | None = None, since: dateti
         select(group.label("group"), func.count().label("requests"),
                func.sum(g.prompt_tokens).label("prompt_tokens"), func.sum(g.cached_tokens).label("cached_tokens"),
                func.sum(g.completion_tokens).label("completion_tokens"),
-               func.sum(g.reasoning_tokens).label("reasoning_tokens"), func.sum(g.cost).label("cost"),
+               func.sum(g.reasoning_tokens).label("reasoning_tokens"), type_coerce(func.sum(g.cost), BigInteger).label("cost"),
                func.min(g.currency).label("currency"))
         .select_from(generations.outerjoin(api_keys, api_keys.c.key_hash == g.key_hash))
         .group_by(group).order_by(group)
