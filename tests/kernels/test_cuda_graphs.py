@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 import torch
+from kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
 
 from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner, default_buckets
 from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
-from tests.kernels.kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
 
 BLOCK = 16
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+from kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
 
 from qwen3_api.kernels import TORCH_KERNELS
 from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
-from tests.kernels.kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
 
 BLOCK = 16
 
