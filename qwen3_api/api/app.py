@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen3_api import __version__
 from qwen3_api.api.errors import error_response, install_error_handlers
-from qwen3_api.api.metrics import Metrics
+from qwen3_api.api.metrics import Metrics, MetricsMiddleware
 from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog
 
@@ -117,4 +117,5 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
     for router in (extra_routers() if callable(extra_routers) else []):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.api.metrics)
     return app

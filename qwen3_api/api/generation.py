@@ -62,13 +62,9 @@ class Generation:
         self._last_step: float | None = None
 
     async def __aenter__(self) -> Generation:
-        try:
-            self.admission = await self.state.gateway.admit(
-                self.principal, self.entry, prompt_tokens=len(self.prompt_ids),
-                max_tokens=int(self.params.max_tokens or 0) * self.params.n, generation_id=self.request_id)
-        except APIError as exc:
-            self.state.metrics.observe_request(self.endpoint, exc.status)
-            raise
+        self.admission = await self.state.gateway.admit(
+            self.principal, self.entry, prompt_tokens=len(self.prompt_ids),
+            max_tokens=int(self.params.max_tokens or 0) * self.params.n, generation_id=self.request_id)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -149,4 +145,3 @@ class Generation:
         await self.abort()
         if self.admission is not None:
             await self.settle(self.status)
-        self.state.metrics.observe_request(self.endpoint, self.http_status)

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5,
                     5.0, 10.0, 30.0, 60.0)
@@ -41,7 +42,7 @@ class Metrics:
     def __init__(self, engine_stats: Callable[[], Any] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("qwen3_api_requests", "Finished HTTP requests by endpoint and status.",
+        self.requests = Counter("qwen3_api_requests", "HTTP requests to /v1/* by endpoint and response status.",
                                 ["endpoint", "status"], registry=r)
         self.prompt_tokens = Counter("qwen3_api_prompt_tokens", "Prompt tokens processed.", registry=r)
         self.completion_tokens = Counter("qwen3_api_completion_tokens",
@@ -58,13 +59,36 @@ class Metrics:
         if engine_stats is not None:
             r.register(_EngineCollector(engine_stats))
 
-    def observe_request(self, endpoint: str, status: int | str) -> None:
-        """Count one finished request."""
-        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
-
     def observe_usage(self, prompt: int, completion: int, reasoning: int, cached: int) -> None:
         """Add one request's token counts."""
         self.prompt_tokens.inc(prompt)
         self.completion_tokens.inc(completion)
         self.reasoning_tokens.inc(reasoning)
         self.cached_tokens.inc(cached)
+
+
+class MetricsMiddleware:
+    """Counts every /v1/* request by its response status (400s and 404s included, unlike the routes' view)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = path if not path.startswith("/v1/models/") else "/v1/models/{id}"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
