@@ -179,10 +179,10 @@ def config_file_name(num_experts: int, n: int, dtype: torch.dtype, device_name: 
 
 @functools.cache
 def load_config_table(
-    num_experts: int, n: int, dtype: torch.dtype, device_name: str
+    num_experts: int, n: int, dtype: torch.dtype, device_name: str, config_dir: Path = CONFIG_DIR
 ) -> dict[int, MoEConfig] | None:
     """The tuned table {batch bucket: config} for this shape and GPU, or None (warned about once)."""
-    path = CONFIG_DIR / config_file_name(num_experts, n, dtype, device_name)
+    path = Path(config_dir) / config_file_name(num_experts, n, dtype, device_name)
     if not path.is_file():
         logger.warning(
             "Using default MoE config: no tuned table %s (expect slower decode; run "
@@ -202,10 +202,15 @@ def default_config(m: int, num_experts: int) -> MoEConfig:
 
 
 def get_moe_config(
-    m: int, num_experts: int, n: int, dtype: torch.dtype, device_name: str | None = None
+    m: int,
+    num_experts: int,
+    n: int,
+    dtype: torch.dtype,
+    device_name: str | None = None,
+    config_dir: Path = CONFIG_DIR,
 ) -> MoEConfig:
     """Block sizes for a batch of m tokens: the tuned entry of the nearest batch bucket, else the default."""
-    table = load_config_table(num_experts, n, dtype, device_name or _device_name())
+    table = load_config_table(num_experts, n, dtype, device_name or _device_name(), Path(config_dir))
     if not table:
         return default_config(m, num_experts)
     return table[min(table, key=lambda bucket: abs(bucket - m))]

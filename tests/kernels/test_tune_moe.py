@@ -1,0 +1,34 @@
+"""The tuning script end to end on CPU: it times candidates, checks the winner, writes a table that loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qwen3_api.kernels import triton_moe, tune_moe
+
+
+def test_cpu_smoke_writes_a_table_the_lookup_reads(tmp_path):
+    assert tune_moe.main(["--cpu-smoke", "--batch-sizes", "1", "3", "--out-dir", str(tmp_path)]) == 0
+    files = list(tmp_path.glob("*.json"))
+    assert [f.name for f in files] == ["E=4,N=32,dtype=fp32,device_name=cpu.json"]
+    doc = json.loads(files[0].read_text())
+    assert set(doc["configs"]) == {"1", "3"} and doc["tuned_here"] is False
+    assert all(doc["timings_us"][m] > 0 for m in ("1", "3"))
+    chosen = triton_moe.get_moe_config(3, 4, 32, torch.float32, device_name="cpu", config_dir=tmp_path)
+    assert chosen == doc["configs"]["3"]
+
+
+def test_candidate_space_prunes_tall_tiles_for_small_batches():
+    small = tune_moe.candidate_configs(1, 128, 8)
+    large = tune_moe.candidate_configs(4096, 128, 8)
+    assert {c["BLOCK_SIZE_M"] for c in small} == {16}
+    assert {c["BLOCK_SIZE_M"] for c in large} == {16, 32, 64, 128}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_refuses_without_cuda(capsys):
+    assert tune_moe.main(["--batch-sizes", "1"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
