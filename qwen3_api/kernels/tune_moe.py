@@ -107,7 +107,7 @@ def tune(
         for config in configs:
             try:
                 us = time_config(
-                    lambda config=config: fused_moe(x, w13, w2, weights, ids, config=config), smoke
+                    lambda config=config, inputs=inputs: fused_moe(*inputs, config=config), smoke
                 )
             except Exception as exc:  # noqa: BLE001 (a config the compiler rejects, e.g. out of shared memory)
                 print(f"  m={m} skip {config}: {type(exc).__name__}", file=sys.stderr)
