@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.block_manager import BlockManager
 from qwen3_api.engine.exceptions import PromptTooLongError
@@ -149,6 +151,7 @@ class LLMEngine:
         return bool(self.requests)
 
     # -- the step ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Run one batch; return the outputs of the requests that progressed (streams) or finished."""
         seqs = self.scheduler.schedule()
