@@ -15,7 +15,7 @@ from qwen3_api import __version__
 from qwen3_api.api.errors import error_response, install_error_handlers
 from qwen3_api.api.metrics import Metrics, MetricsMiddleware
 from qwen3_api.errors import APIError
-from qwen3_api.platform.catalog import Catalog
+from qwen3_api.platform.catalog import Catalog, CatalogEntry
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,26 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
     from qwen3_api.api.state import AppState
 
     settings = settings or Settings()
-    if catalog.get(settings.served_model_name) is None:
-        raise ValueError(f"served model {settings.served_model_name!r} is not in the catalog "
-                         f"({', '.join(catalog.entries)})")
+    name = settings.served_model_name
+    if catalog.get(name) is None:
+        # A name the catalog does not know is served at no price rather than refused: a local experiment.
+        log.warning("served model %r is not in the catalog (%s): serving it free of charge", name,
+                    ", ".join(catalog.entries))
+        catalog.entries[name] = CatalogEntry(id=name, name=name, capabilities=["text-generation"])
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        close = getattr(gateway, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("gateway close failed")
+        if catalog.entries and any(e.is_upstream for e in catalog.entries.values()):
+            from qwen3_api.platform.upstream import close_clients
+
+            await close_clients()
         if settings.shutdown_engine and hasattr(engine, "shutdown"):
             await engine.shutdown()
 

@@ -65,12 +65,6 @@ def prepare_chat(state: AppState, req: ChatCompletionRequest, entry: CatalogEntr
     factory = build_constraint_factory(tok, prompt_ids=prompt_ids, tools=tools, tool_choice=tool_choice,
                                        parallel_tool_calls=req.parallel_tool_calls is not False,
                                        response_format=req.response_format, thinking_budget=thinking.budget)
-    bias_extra: dict[str, float] = {}
-    if tools and tool_choice == "none" and tok.tool_call_start_id is not None:
-        # tool_choice "none": the model cannot even open a call, so no raw <tool_call> text can appear.
-        bias_extra[str(tok.tool_call_start_id)] = -100.0
-    if bias_extra:
-        req = req.model_copy(update={"logit_bias": {**(req.logit_bias or {}), **bias_extra}})
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = to_sampling_params(req, max_tokens=max_tokens, vocab_size=tok.model_vocab_size,
                                 defaults=entry.default_parameters, logprobs=logprobs, constraint_factory=factory)

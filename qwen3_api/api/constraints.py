@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qwen3_api.api.schemas import ResponseFormat
+from qwen3_api.chat.constraint import constraint_factory
 from qwen3_api.chat.tokens import ChatTokenizer
 
 
@@ -13,10 +14,11 @@ def build_constraint_factory(tok: ChatTokenizer, *, prompt_ids: list[int], tools
                              tool_choice: str | dict[str, Any], parallel_tool_calls: bool,
                              response_format: ResponseFormat | None, thinking_budget: int | None
                              ) -> Callable[[], Any] | None:
-    """A factory of fresh TokenConstraints (one per choice), or None when generation is free."""
-    wants_format = response_format is not None and response_format.type != "text"
-    wants_tools = bool(tools) and (tool_choice == "required" or isinstance(tool_choice, dict)
-                                   or not parallel_tool_calls)
-    if not (wants_format or wants_tools or thinking_budget is not None):
-        return None
-    raise NotImplementedError("constraints: waiting for the chat layer's structured module")
+    """A factory of fresh TokenConstraints (one per choice), or None when generation is free.
+
+    Compiled once per request (a bad schema is a 400 before any work); applied after ``</think>`` only.
+    """
+    fmt = response_format.model_dump(by_alias=True, exclude_none=True) if response_format is not None else None
+    return constraint_factory(tok, prompt_ids=prompt_ids, response_format=fmt, tools=tools,
+                              tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                              thinking_budget=thinking_budget)

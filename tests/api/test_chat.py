@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import torch
 
 from qwen3_api.api.app import Settings
 from qwen3_api.api.schemas import VERBOSITY_INSTRUCTIONS
@@ -220,7 +221,15 @@ def test_tool_choice_none_masks_the_call_token(make_harness: Any, chat_tok: Any)
     h = make_harness(text_script(chat_tok, "No tools needed.<|im_end|>"))
     h.chat(tools=TOOLS, tool_choice="none")
     params = h.engine.requests[-1][1]
-    assert params.logit_bias == {chat_tok.tool_call_start_id: -100.0}
+    constraint = params.constraint_factory()
+    vocab_words = (chat_tok.model_vocab_size + 31) // 32
+    mask = torch.full((1, vocab_words), -1, dtype=torch.int32)
+    for tid in chat_tok.encode("Fine."):  # the answer is free, but <tool_call> can never be sampled
+        constraint.fill_bitmask(mask, 0)
+        word, bit = divmod(chat_tok.tool_call_start_id, 32)
+        assert not (int(mask[0, word]) >> bit) & 1
+        constraint.accept_token(tid)
+        mask.fill_(-1)
     prompt = chat_tok.decode(h.engine.requests[-1][0], skip_special_tokens=False)
     assert "get_weather" in prompt  # the tools are still described to the model
 
