@@ -229,16 +229,21 @@ class Gateway:
                      ttft_s: float | None, duration_s: float) -> Decimal:
         """Price ``usage``, write the ledger row and the spend once, release the rest of the reservation.
 
+        ``status``: completed | cancelled (the client went away) | error. A generation that is not completed
+        and produced no completion token is free.
+
         Idempotent per admission (a second call returns the first cost and writes nothing) and never raises.
         """
         if admission.settled:
             return admission.cost if admission.cost is not None else Decimal(0)
         admission.settled = True
-        cost = price(admission.entry, usage)
-        admission.cost = cost
         if status not in ledger.STATUSES:
             log.error("settle(%s): unknown status %r recorded as 'error'", admission.generation_id, status)
             status = "error"
+        # A request that failed or was abandoned before its first token costs nothing (prompt included).
+        free = status != "completed" and usage.completion_tokens == 0
+        cost = Decimal(0) if free else price(admission.entry, usage)
+        admission.cost = cost
         record = GenerationRecord(
             id=admission.generation_id, key_hash=admission.principal.key_hash, model=admission.entry.id,
             prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,

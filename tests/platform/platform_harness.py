@@ -93,6 +93,7 @@ def make_app(gateway: Gateway, cat: Catalog) -> FastAPI:
                                  ttft_s=None, duration_s=time.monotonic() - started)
             raise APIError(500, "the engine failed before producing a token", "server_error", code="engine_error")
         if not stream:
+            await asyncio.sleep(float(body.get("x_hold", 0)))
             usage = Usage(prompt_tokens=prompt, completion_tokens=n_tokens)
             cost = await gateway.settle(admission, usage, status="completed", streamed=False,
                                         ttft_s=0.001, duration_s=time.monotonic() - started)
