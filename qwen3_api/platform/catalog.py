@@ -107,7 +107,17 @@ class Catalog:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Catalog:
-        data = tomllib.loads(Path(path or DEFAULT_CATALOG).read_text(encoding="utf-8"))
+        """Read a catalog: TOML, or YAML for ``.yaml`` / ``.yml`` files (a top-level ``models`` list)."""
+        file = Path(path or DEFAULT_CATALOG)
+        text = file.read_text(encoding="utf-8")
+        if file.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+            raise ValueError(f"catalog {file}: expected a top-level 'models' list")
         entries = [_entry(raw) for raw in data.get("models", [])]
         if not entries:
             raise ValueError(f"catalog {path or DEFAULT_CATALOG} lists no [[models]]")
