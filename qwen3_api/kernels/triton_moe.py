@@ -268,7 +268,10 @@ def fused_moe(
     align = moe_align_block_size(topk_ids, config["BLOCK_SIZE_M"], num_experts)
 
     act = torch.empty(num_tokens * top_k, inter, dtype=hidden.dtype, device=hidden.device)
-    _launch(hidden, w13, act, weights, align, inter, top_k, True, False, config)
+    # BLOCK_SIZE_N counts w13 rows as in vLLM's tables (gate and up together): the fused tile takes half as
+    # many columns of each, so a table entry means the same registers and shared memory as there.
+    gate_up_config = {**config, "BLOCK_SIZE_N": max(16, config["BLOCK_SIZE_N"] // 2)}
+    _launch(hidden, w13, act, weights, align, inter, top_k, True, False, gate_up_config)
     out = torch.empty(num_tokens * top_k, hidden_size, dtype=hidden.dtype, device=hidden.device)
     _launch(act, w2, out, weights, align, hidden_size, 1, False, True, config)
     # Summing in float32 keeps bf16 rounding to one step, like the torch reference's accumulation.

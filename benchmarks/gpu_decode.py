@@ -1,0 +1,415 @@
+"""Decode and prefill speed at the real Qwen3-30B-A3B shape on one GPU, beside the bandwidth floor.
+
+Random bf16 weights are made on the GPU (no checkpoint). In the same run it measures the device's copy
+bandwidth (and bf16 matmul rate), then:
+
+* single-stream decode tok/s and decode throughput at batch 8/32/64/128 (each sequence with --context tokens
+  of history), through the Triton kernels and CUDA graphs, greedy next token fed back on the device;
+* prefill tok/s for one --prompt-len token prompt;
+* each beside its floor: the bytes a step must read (weights touched + KV history) over the measured copy
+  bandwidth (and, for prefill, the FLOPs over the measured matmul rate);
+* transformers' Qwen3MoeForCausalLM on the same GPU and shapes, where it fits in --hf-budget-s.
+
+    python benchmarks/gpu_decode.py                     # on an H200: prints a markdown table
+    python benchmarks/gpu_decode.py --json-out r.json   # also machine-readable
+    python benchmarks/gpu_decode.py --cpu-smoke         # tiny shapes on CPU with the torch kernels (CI)
+
+Targets (issue 6): single stream >= 400 tok/s, batch 64 >= 3,000 tok/s. Without CUDA and without
+--cpu-smoke it exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
+from qwen3_api.model.config import ModelConfig
+from qwen3_api.model.qwen3 import Qwen3ForCausalLM
+
+QWEN3_30B_A3B: dict[str, Any] = {
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "vocab_size": 151936,
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "norm_topk_prob": True,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 40960,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+TINY = QWEN3_30B_A3B | {
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "torch_dtype": "float32",
+}
+BLOCK_SIZE = 16
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    tok_s: float
+    floor_tok_s: float
+    hf_tok_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Timer:
+    """Elapsed seconds of a callable: CUDA events on a GPU, the wall clock on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        begin = time.perf_counter()
+        fn()
+        return time.perf_counter() - begin
+
+
+def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> Qwen3ForCausalLM:
+    """The network with random weights made in place on the device (norms ~1, matrices ~1/sqrt(fan_in))."""
+    net = Qwen3ForCausalLM(config, device=device, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            elif "embed_tokens" in name:
+                p.normal_(0.0, 1.0, generator=gen)
+            else:
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
+    return net.eval()
+
+
+def copy_bandwidth(device: torch.device, timer: Timer, nbytes: int) -> float:
+    """Bytes per second of a device-to-device copy (read + write counted), best of 5."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    timer.sync()
+    best = min(timer(lambda: dst.copy_(src)) for _ in range(5))
+    return 2 * nbytes / best
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, timer: Timer, n: int) -> float:
+    """FLOP/s of a square matmul in the model dtype, best of 5 (random data)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    timer.sync()
+    best = min(timer(lambda: a @ b) for _ in range(5))
+    return 2 * n**3 / best
+
+
+def weight_bytes(config: ModelConfig, elem: int) -> tuple[int, int]:
+    """(bytes of the weights every token reads except experts and embeddings, bytes of one expert)."""
+    h, hd = config.hidden_size, config.head_dim
+    attn = (
+        h * (config.num_attention_heads + 2 * config.num_key_value_heads) * hd
+        + config.num_attention_heads * hd * h
+    )
+    per_layer = attn + config.num_experts * h + 2 * h + 2 * hd  # + router, norms
+    dense = config.num_hidden_layers * per_layer + config.vocab_size * h + h  # + lm_head, final norm
+    return dense * elem, 3 * h * config.moe_intermediate_size * elem
+
+
+def expected_unique_experts(config: ModelConfig, tokens: int) -> float:
+    """Experts per layer touched by `tokens` tokens routed uniformly at random (top-k distinct)."""
+    e, k = config.num_experts, config.num_experts_per_tok
+    return e * (1.0 - (1.0 - k / e) ** tokens)
+
+
+def kv_bytes_per_token(config: ModelConfig, elem: int) -> int:
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * elem
+
+
+def decode_floor_s(config: ModelConfig, batch: int, context: int, elem: int, bandwidth: float) -> float:
+    """Seconds a decode step must take to read what it needs once at the measured copy bandwidth."""
+    dense, expert = weight_bytes(config, elem)
+    experts = config.num_hidden_layers * expected_unique_experts(config, batch) * expert
+    kv = batch * context * kv_bytes_per_token(config, elem)
+    return (dense + experts + kv) / bandwidth
+
+
+def prefill_floor_s(config: ModelConfig, tokens: int, elem: int, bandwidth: float, flops: float) -> float:
+    """max(bytes / bandwidth, FLOPs / matmul rate) for one prompt of `tokens` tokens."""
+    dense, expert = weight_bytes(config, elem)
+    read = dense + config.num_hidden_layers * expected_unique_experts(config, tokens) * expert
+    active_params = dense / elem + config.num_hidden_layers * config.num_experts_per_tok * expert / elem
+    attn_flops = 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * tokens * tokens
+    return max(read / bandwidth, (2 * active_params * tokens + attn_flops) / flops)
+
+
+def decode_metadata(batch: int, context: int, steps: int, device: torch.device) -> list[AttentionMetadata]:
+    """Per-step metadata for `batch` sequences that own fixed block ranges, starting at `context` tokens."""
+    per_seq = -(-(context + steps) // BLOCK_SIZE)
+    out = []
+    for step in range(steps):
+        length = context + step + 1
+        tables = [list(range(b * per_seq, b * per_seq + -(-length // BLOCK_SIZE))) for b in range(batch)]
+        out.append(AttentionMetadata.build([1] * batch, [length] * batch, tables, BLOCK_SIZE, device))
+    return out
+
+
+def bench_decode(
+    net: Qwen3ForCausalLM, batch: int, context: int, steps: int, timer: Timer, use_graphs: bool
+) -> float:
+    """Decode tok/s: `steps` greedy steps of `batch` sequences, the argmax fed back on the device."""
+    config, device = net.config, net.device
+    per_seq = -(-(context + steps) // BLOCK_SIZE)
+    caches = allocate_kv_cache(config, batch * per_seq, BLOCK_SIZE, device, net.dtype)
+    for k_cache, v_cache in caches:  # a random history stands in for the prompt
+        k_cache.normal_()
+        v_cache.normal_()
+    metas = decode_metadata(batch, context, steps, device)
+    forward: Callable[[torch.Tensor, torch.Tensor, AttentionMetadata], torch.Tensor]
+    if use_graphs:
+        from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner
+
+        runner = CudaGraphDecodeRunner(
+            net, caches, max_batch_size=batch, max_blocks_per_seq=per_seq, buckets=[batch]
+        )
+        runner.capture()
+        forward = runner.run
+    else:
+
+        def forward(ids: torch.Tensor, pos: torch.Tensor, attn: AttentionMetadata) -> torch.Tensor:
+            return net(ids, pos, attn, caches)
+
+    ids = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def run(n: int) -> None:
+        nonlocal ids
+        for step in range(n):
+            pos = torch.full((batch,), context + step, dtype=torch.long, device=device)
+            ids = net.compute_logits(forward(ids, pos, metas[step])).argmax(-1)
+
+    run(min(2, steps))  # warm-up: Triton compilation, allocator
+    timer.sync()
+    elapsed = timer(lambda: run(steps))
+    return batch * steps / elapsed
+
+
+def bench_prefill(net: Qwen3ForCausalLM, tokens: int, timer: Timer) -> float:
+    """Prefill tok/s of one prompt of `tokens` tokens (forward + logits of the last token)."""
+    device = net.device
+    caches = allocate_kv_cache(net.config, -(-tokens // BLOCK_SIZE), BLOCK_SIZE, device, net.dtype)
+    attn = AttentionMetadata.build(
+        [tokens], [tokens], [list(range(-(-tokens // BLOCK_SIZE)))], BLOCK_SIZE, device
+    )
+    ids = torch.randint(0, net.config.vocab_size, (tokens,), device=device)
+    pos = torch.arange(tokens, device=device)
+
+    def run() -> None:
+        net.compute_logits(net(ids, pos, attn, caches)[-1:])
+
+    run()
+    timer.sync()
+    return tokens / min(timer(run) for _ in range(3))
+
+
+def hf_speeds(
+    cfg: dict[str, Any], device: torch.device, dtype: torch.dtype, args: argparse.Namespace, timer: Timer
+) -> dict[str, Any]:
+    """transformers' decode tok/s per batch (key 'decode@B') and prefill tok/s, within the time budget."""
+    from transformers import DynamicCache, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    kwargs = {k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")}
+    hf_config = Qwen3MoeConfig(**kwargs)
+    # Made directly in the model dtype: a float32 30B model would not fit beside the bf16 copy.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen3MoeForCausalLM(hf_config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    out: dict[str, Any] = {
+        "experts_implementation": str(getattr(model.config, "_experts_implementation", None))
+    }
+    # transformers 5.x renames past_key_values to cache; use whichever this version takes.
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    deadline = time.monotonic() + args.hf_budget_s
+    with torch.no_grad():
+        prompt = torch.randint(0, cfg["vocab_size"], (1, args.prompt_len), device=device)
+        model(prompt)
+        timer.sync()
+        out["prefill"] = args.prompt_len / timer(lambda: model(prompt))
+        for batch in args.batch_sizes:
+            if time.monotonic() > deadline:
+                break
+            try:
+                ctx = torch.randint(0, cfg["vocab_size"], (batch, args.context), device=device)
+                cache = DynamicCache(config=hf_config)
+                logits = model(ctx, **{cache_kw: cache}, use_cache=True).logits[:, -1]
+                steps = args.hf_steps
+
+                def run(
+                    logits: torch.Tensor = logits, cache: DynamicCache = cache, steps: int = steps
+                ) -> None:
+                    for _ in range(steps):
+                        nxt = logits.argmax(-1, keepdim=True)
+                        logits = model(nxt, **{cache_kw: cache}, use_cache=True).logits[:, -1]
+
+                out[f"decode@{batch}"] = batch * steps / timer(run)
+            except torch.OutOfMemoryError:
+                out[f"decode@{batch}"] = float("nan")
+            finally:
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    return out
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    """Measure everything the table shows; returns its rows."""
+    cfg = TINY if args.cpu_smoke else QWEN3_30B_A3B
+    device = torch.device("cpu" if args.cpu_smoke else "cuda")
+    config = ModelConfig.from_dict(cfg)
+    dtype = config.torch_dtype
+    elem = torch.empty((), dtype=dtype).element_size()
+    timer = Timer(device)
+    bandwidth = copy_bandwidth(device, timer, 64 << 20 if args.cpu_smoke else 4 << 30)
+    flops = matmul_rate(device, dtype, timer, 256 if args.cpu_smoke else 8192)
+    print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s, {dtype} matmul {flops / 1e12:.1f} TFLOP/s", flush=True)
+
+    net = random_model(config, device, dtype)
+    use_graphs = device.type == "cuda" and not args.no_cuda_graphs
+    rows = []
+    for batch in args.batch_sizes:
+        tok_s = bench_decode(net, batch, args.context, args.steps, timer, use_graphs)
+        floor = batch / decode_floor_s(config, batch, args.context, elem, bandwidth)
+        name = "decode, single stream" if batch == 1 else f"decode, batch {batch}"
+        rows.append(Row(name, tok_s, floor, extra={"batch": batch}))
+        print(f"{name}: {tok_s:.0f} tok/s (floor {floor:.0f})", flush=True)
+    prefill = bench_prefill(net, args.prompt_len, timer)
+    prefill_floor = args.prompt_len / prefill_floor_s(config, args.prompt_len, elem, bandwidth, flops)
+    rows.append(Row(f"prefill, {args.prompt_len}-token prompt", prefill, prefill_floor, extra={"batch": 0}))
+    print(f"prefill: {prefill:.0f} tok/s (floor {prefill_floor:.0f})", flush=True)
+    del net
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    if not args.no_transformers:
+        try:
+            hf = hf_speeds(cfg, device, dtype, args, timer)
+        except (torch.OutOfMemoryError, ImportError) as exc:
+            print(f"transformers comparison skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+            hf = {}
+        for row in rows:
+            key = f"decode@{row.extra['batch']}" if row.extra["batch"] else "prefill"
+            value = hf.get(key)
+            row.hf_tok_s = value if isinstance(value, float) else None
+        if hf:
+            print(f"transformers experts implementation: {hf.get('experts_implementation')}")
+    for row in rows:
+        row.extra |= {"bandwidth_GBps": round(bandwidth / 1e9, 1), "matmul_TFLOPs": round(flops / 1e12, 1)}
+    return rows
+
+
+def table(rows: list[Row], args: argparse.Namespace) -> str:
+    """The markdown table benchmarks/RESULTS.md records."""
+    targets = {} if args.cpu_smoke else {1: 400.0, 64: 3000.0}
+    lines = [
+        f"context {args.context} tokens per sequence, {args.steps} decode steps, "
+        + (
+            "CPU smoke run: tiny shapes, torch kernels, the numbers mean nothing"
+            if args.cpu_smoke
+            else "eager decode"
+            if args.no_cuda_graphs
+            else "CUDA-graph decode"
+        ),
+        "",
+        "| workload | ours tok/s | floor tok/s | ours / floor | transformers tok/s | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        target = targets.get(r.extra["batch"])
+        mark = "" if target is None else f">= {target:.0f}: {'met' if r.tok_s >= target else 'NOT met'}"
+        hf = "n/a" if r.hf_tok_s is None or math.isnan(r.hf_tok_s) else f"{r.hf_tok_s:.0f}"
+        lines.append(
+            f"| {r.name} | {r.tok_s:.0f} | {r.floor_tok_s:.0f} | {r.tok_s / r.floor_tok_s:.0%} | {hf} | {mark} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit code 2 when no CUDA device and no --cpu-smoke."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    parser.add_argument("--context", type=int, default=512, help="history tokens per sequence during decode")
+    parser.add_argument("--steps", type=int, default=64, help="decode steps timed per batch size")
+    parser.add_argument("--prompt-len", type=int, default=2048)
+    parser.add_argument(
+        "--no-cuda-graphs", action="store_true", help="eager decode (to measure the graphs' gain)"
+    )
+    parser.add_argument("--no-transformers", action="store_true")
+    parser.add_argument("--hf-steps", type=int, default=16, help="decode steps timed for transformers")
+    parser.add_argument(
+        "--hf-budget-s", type=float, default=240.0, help="stop starting transformers runs after"
+    )
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU with the torch kernels")
+    args = parser.parse_args(argv)
+    if args.cpu_smoke:
+        args.batch_sizes = [b for b in args.batch_sizes if b <= 8] or [1]
+        args.context, args.steps, args.prompt_len, args.hf_steps = 20, min(args.steps, 4), 32, 2
+    elif not torch.cuda.is_available():
+        print(
+            "gpu_decode.py needs a CUDA GPU (use --cpu-smoke to exercise the code path on CPU)",
+            file=sys.stderr,
+        )
+        return 2
+    rows = run(args)
+    print(table(rows, args))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump([r.__dict__ for r in rows], f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""benchmarks/gpu_decode.py: its whole code path on tiny CPU shapes, its refusal without CUDA, its floors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qwen3_api.model.config import ModelConfig
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_decode.py"
+
+
+def load_script():
+    if "gpu_decode" in sys.modules:
+        return sys.modules["gpu_decode"]
+    spec = importlib.util.spec_from_file_location("gpu_decode", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_decode"] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_smoke_measures_every_row_beside_its_floor(tmp_path, capsys):
+    bench = load_script()
+    out = tmp_path / "r.json"
+    assert bench.main(["--cpu-smoke", "--batch-sizes", "1", "4", "--json-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| decode, single stream |" in printed and "| prefill, 32-token prompt |" in printed
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == [
+        "decode, single stream",
+        "decode, batch 4",
+        "prefill, 32-token prompt",
+    ]
+    for r in rows:
+        assert r["tok_s"] > 0 and r["floor_tok_s"] > 0
+        assert r["hf_tok_s"] is not None and r["hf_tok_s"] > 0  # transformers ran on the same shapes
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_refuses_cleanly_without_cuda(capsys):
+    assert load_script().main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_floor_at_the_real_shape_is_about_the_issue_estimate():
+    bench = load_script()
+    config = ModelConfig.from_dict(bench.QWEN3_30B_A3B)
+    dense, expert = bench.weight_bytes(config, 2)
+    active = dense + config.num_hidden_layers * config.num_experts_per_tok * expert
+    assert 5.5e9 < active < 6.5e9  # ~3.0-3.3B active parameters in bf16, lm_head included
+    floor_ms = bench.decode_floor_s(config, 1, 512, 2, 4.8e12) * 1e3
+    assert 1.1 < floor_ms < 1.5  # the issue's ~1.4 ms/token at the datasheet's 4.8 TB/s
+    # A large batch touches nearly every expert: the step reads about the whole 61 GB model.
+    assert math.isclose(bench.expected_unique_experts(config, 512), 128, rel_tol=1e-3)
