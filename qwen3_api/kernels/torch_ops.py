@@ -51,7 +51,8 @@ def paged_attention(
     start = 0
     for b, (q_len, ctx_len) in enumerate(zip(attn.query_lens_cpu, attn.context_lens_cpu, strict=True)):
         end = start + q_len
-        qb = q[start:end].transpose(0, 1)  # [Hq, q_len, D]
+        # 4-D [1, H, L, D]: with 3-D inputs CPU SDPA falls back to the slow math kernel
+        qb = q[start:end].transpose(0, 1).unsqueeze(0)
         if q_len == ctx_len and k is not None and v is not None:
             kb, vb = k[start:end], v[start:end]
             mask, causal = None, True
@@ -65,14 +66,14 @@ def paged_attention(
             causal = False
         ob = F.scaled_dot_product_attention(
             qb,
-            kb.transpose(0, 1).to(q.dtype),
-            vb.transpose(0, 1).to(q.dtype),
+            kb.transpose(0, 1).unsqueeze(0).to(q.dtype),
+            vb.transpose(0, 1).unsqueeze(0).to(q.dtype),
             attn_mask=mask,
             is_causal=causal,
             scale=scale,
             enable_gqa=True,
         )
-        out[start:end] = ob.transpose(0, 1)
+        out[start:end] = ob[0].transpose(0, 1)
         start = end
     return out
 
@@ -84,14 +85,16 @@ def _decode_attention(
     num_seqs = attn.num_seqs
     block_size = k_cache.shape[1]
     num_blocks = -(-attn.max_context_len // block_size)
-    blocks = attn.block_tables[:, :num_blocks]
+    blocks = attn.block_tables[:, :num_blocks].reshape(-1)
     length = attn.max_context_len
-    # [B, nb, bs, Hkv, D] -> [B, Hkv, L, D]
-    kb = k_cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).to(q.dtype)
-    vb = v_cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).to(q.dtype)
+    tail = k_cache.shape[2:]
+    # index_select on the flattened table is several times faster than k_cache[blocks] (advanced indexing)
+    # [B*nb, bs, Hkv, D] -> [B, Hkv, L, D]
+    kb = k_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :length].transpose(1, 2).to(q.dtype)
+    vb = v_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :length].transpose(1, 2).to(q.dtype)
     valid = torch.arange(length, device=q.device)[None, :] < attn.context_lens[:, None]
     out = F.scaled_dot_product_attention(
-        q.view(num_seqs, -1, 1, q.shape[-1]),
+        q.view(num_seqs, q.shape[1], 1, q.shape[-1]),
         kb,
         vb,
         attn_mask=valid[:, None, None, :],
@@ -99,6 +102,24 @@ def _decode_attention(
         enable_gqa=True,
     )
     return out.view_as(q)
+
+
+# Below this many bytes of gathered expert weights a step (decode batches of small models) one batched
+# matmul over per-pair weight copies beats a loop of tiny per-expert matmuls; real-size experts never qualify.
+GATHER_BYTES = 1 << 22
+
+
+def _gathered_moe(
+    hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, flat_ids: torch.Tensor
+) -> torch.Tensor:
+    """Each (token, expert) pair with its own copy of the expert's weights: two bmm calls, no host sync."""
+    num_tokens, top_k = topk_weights.shape
+    inter = w2.shape[-1]
+    xs = hidden.repeat_interleave(top_k, dim=0).unsqueeze(-1)  # [T*K, H, 1]
+    gate_up = torch.bmm(w13.index_select(0, flat_ids), xs).squeeze(-1)  # [T*K, 2I]
+    act = (F.silu(gate_up[:, :inter]) * gate_up[:, inter:]).unsqueeze(-1)
+    ys = torch.bmm(w2.index_select(0, flat_ids), act).view(num_tokens, top_k, -1)  # [T, K, H]
+    return (ys.float() * topk_weights.float().unsqueeze(-1)).sum(dim=1).to(hidden.dtype)
 
 
 def fused_moe(
@@ -115,6 +136,8 @@ def fused_moe(
     """
     num_tokens, top_k = topk_ids.shape
     flat_ids = topk_ids.reshape(-1)
+    if flat_ids.numel() * w13[0].numel() * w13.element_size() <= GATHER_BYTES:
+        return _gathered_moe(hidden, w13, w2, topk_weights, flat_ids)
     order = torch.argsort(flat_ids, stable=True)
     # the expert loop needs host counts: this is the one sync of the torch path (free on CPU)
     counts = torch.bincount(flat_ids, minlength=w13.shape[0]).tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from model_testutil import (
@@ -56,3 +58,26 @@ def test_float32_logits_match_transformers(variant: str, tmp_path) -> None:
     assert all(o.dtype == torch.float32 for o in ours)
     assert theirs[1].std() > 0.3, "reference logits too flat for the comparison to mean anything"
     assert max_diff(ours, theirs) <= 1e-4
+
+
+@pytest.mark.parametrize("variant", ["dense", "moe"])
+def test_bfloat16_matches_transformers_bfloat16(variant: str, tmp_path) -> None:
+    """bf16 keeps 8 significant bits: a logit near 4 is only known to 2**-6. Summation order differs from
+    transformers (merged projections, expert outputs summed in float32), so results may differ by a few units
+    in the last place of the largest logit; we allow 4 such units, and require that we are not further from
+    the float32 truth than transformers' own bf16 run is (plus the same 4 units)."""
+    overrides = VARIANTS[variant]
+    ref = hf_model(overrides)
+    ref.save_pretrained(tmp_path)
+    seqs = random_seqs(LENS, overrides["vocab_size"], seed=1)
+    truth = hf_logits(ref, seqs)
+    theirs = hf_logits(ref.to(torch.bfloat16), seqs)
+    net, _ = load_model(tmp_path, dtype=torch.bfloat16, progress=False)
+    assert net.dtype == torch.bfloat16
+    ours = our_prefill_logits(net, seqs)
+    largest = max(t.abs().max().item() for t in truth)
+    ulp = 2.0 ** (math.floor(math.log2(largest)) - 7)
+    assert max_diff(ours, theirs) <= 4 * ulp
+    assert max_diff(ours, truth) <= max_diff(theirs, truth) + 4 * ulp
+    mean_diff = torch.cat([(o - t).abs().flatten() for o, t in zip(ours, theirs, strict=True)]).mean().item()
+    assert mean_diff <= ulp
