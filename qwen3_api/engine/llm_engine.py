@@ -78,6 +78,7 @@ class LLMEngine:
         self.runner = ModelRunner(
             model, model_config, num_blocks=num_blocks, block_size=args.block_size,
             device=self.device, dtype=self.dtype,
+            max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len,  # sizes the CUDA-graph buffers
         )
         self.vocab_size = min(vocab_size or model_config.vocab_size, model_config.vocab_size)
         self.eos_token_ids = set(model_config.eos_token_ids)

@@ -12,6 +12,7 @@ import torch
 
 from qwen3_api.engine.args import kv_cache_budget_bytes
 from qwen3_api.engine.sequence import Sequence
+from qwen3_api.kernels import get_kernels
 from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
@@ -51,6 +52,9 @@ class ModelRunner:
         block_size: int,
         device: torch.device,
         dtype: torch.dtype,
+        max_num_seqs: int | None = None,
+        max_model_len: int | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         self.model = model
         self.config = config
@@ -58,6 +62,17 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.device = device
         self.kv_caches = allocate_kv_cache(config, num_blocks, block_size, device, dtype)
+        # Decode steps replay CUDA graphs on the GPU (Triton kernels only); the CPU path never builds one.
+        self.graph_runner = None
+        if cuda_graphs and device.type == "cuda" and get_kernels(device).name == "triton":
+            from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner
+
+            max_len = min(max_model_len or num_blocks * block_size, num_blocks * block_size)
+            self.graph_runner = CudaGraphDecodeRunner(
+                model, self.kv_caches, max_batch_size=max_num_seqs or 64,
+                max_blocks_per_seq=-(-max_len // block_size),
+            )  # fmt: skip
+            self.graph_runner.capture()
 
     @torch.inference_mode()
     def execute(self, seqs: list[Sequence]) -> tuple[torch.Tensor | None, list[Sequence]]:
@@ -106,12 +121,12 @@ class ModelRunner:
             max_context_len=max(context_lens),
             is_decode=len(input_ids) == len(seqs),
         )
-        hidden = self.model(
-            torch.tensor(input_ids, dtype=torch.long, device=dev),
-            torch.tensor(positions, dtype=torch.long, device=dev),
-            attn,
-            self.kv_caches,
-        )
+        ids_t = torch.tensor(input_ids, dtype=torch.long, device=dev)
+        pos_t = torch.tensor(positions, dtype=torch.long, device=dev)
+        if self.graph_runner is not None and self.graph_runner.can_run(attn):
+            hidden = self.graph_runner.run(ids_t, pos_t, attn)
+        else:
+            hidden = self.model(ids_t, pos_t, attn, self.kv_caches)
         if not sample_rows:
             return None, []
         if len(sample_rows) < hidden.shape[0]:
