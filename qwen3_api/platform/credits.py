@@ -11,14 +11,22 @@ last yuan cannot both win: the loser's UPDATE matches no row (402). Settlement m
 cost can never exceed the reservation for local models (completion tokens <= max_tokens). Nothing is
 read-then-written in Python, so no lock outlives one statement, and keys without a credit limit skip
 the reservation entirely (no database write on admission).
+
+To keep the database off the request path, a replica reserves in leases (``CreditLeases``) and admits
+most requests against its lease in memory; the same statement guards every lease, so the guarantee holds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, literal, update
 
+from qwen3_api.platform.db import Database
 from qwen3_api.platform.tables import Money, api_keys
 
 
@@ -47,6 +55,109 @@ def charge(conn: Connection, key_id: int, cost: Decimal, reserved: Decimal) -> N
 
 
 def _money(amount: Decimal):  # noqa: ANN202 - a SQL bind parameter typed as Money
-    from sqlalchemy import literal
-
     return literal(Decimal(amount), Money())
+
+
+@dataclass(slots=True)
+class _Lease:
+    leased: Decimal = Decimal(0)  # reserved in the database for this replica
+    held: Decimal = Decimal(0)  # of which running requests hold
+    last_used: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class CreditLeases:
+    """Per-replica credit leases: most admissions touch no database at all.
+
+    A replica reserves credit in the database (the conditional UPDATE above) in leases of ``factor`` times
+    a request's maximum cost, and admits requests against its lease in memory. Every yuan a request can
+    spend is therefore reserved in the database before it runs, so the balance never goes below zero
+    across replicas. When the lease is short, the replica asks for a new one, then for just what the
+    request needs; only if both fail is the answer 402. Unused leases return to the database after
+    ``idle_s`` without requests (so another replica can use that credit) and at shutdown. Trade-off: near
+    exhaustion, a request on one replica may get 402 while another replica still holds unused lease
+    for up to ``idle_s``; a replica killed without shutdown strands its unused lease in ``reserved``
+    until an admin tops the key up or sets its credit again.
+    """
+
+    def __init__(self, db: Database, *, factor: int = 8, idle_s: float = 10.0) -> None:
+        self.db = db
+        self.factor = max(1, factor)
+        self.idle_s = idle_s
+        self._leases: dict[int, _Lease] = {}
+
+    def available(self, key_id: int) -> Decimal:
+        """Credit this replica holds for the key and no running request uses."""
+        lease = self._leases.get(key_id)
+        return lease.leased - lease.held if lease else Decimal(0)
+
+    def _take(self, lease: _Lease, amount: Decimal) -> bool:
+        if lease.leased - lease.held >= amount:
+            lease.held += amount
+            lease.last_used = time.monotonic()
+            return True
+        return False
+
+    async def hold(self, key_id: int, amount: Decimal) -> bool:
+        """Hold ``amount`` for a request; False when neither the lease nor the database has it (402)."""
+        lease = self._leases.setdefault(key_id, _Lease())
+        if self._take(lease, amount):
+            return True
+        async with lease.lock:  # one database round trip per key at a time; the others reuse its lease
+            if self._take(lease, amount):
+                return True
+            need = amount - (lease.leased - lease.held)
+            for want in dict.fromkeys((max(need, amount * self.factor), need)):
+                if await self._reserve(lease, key_id, want):
+                    return self._take(lease, amount)
+            return False
+
+    async def _reserve(self, lease: _Lease, key_id: int, want: Decimal) -> bool:
+        task = asyncio.ensure_future(self.db.run(lambda conn: reserve(conn, key_id, want)))
+
+        def landed(t: asyncio.Future[bool]) -> None:
+            # Counted even if the waiting request was cancelled meanwhile: the credit is ours, not lost.
+            if not t.cancelled() and t.exception() is None and t.result():
+                lease.leased += want
+
+        task.add_done_callback(landed)
+        ok = await asyncio.shield(task)
+        return bool(ok)
+
+    def consume(self, key_id: int, held: Decimal, cost: Decimal) -> Decimal:
+        """A request ended: drop its hold and spend ``cost`` of the lease; returns what left the lease."""
+        lease = self._leases.get(key_id)
+        if lease is None:
+            return Decimal(0)
+        used = min(cost, held)
+        lease.held -= held
+        lease.leased -= used
+        lease.last_used = time.monotonic()
+        return used
+
+    def _idle(self, everything: bool) -> list[tuple[int, Decimal]]:
+        now, out = time.monotonic(), []
+        for key_id, lease in self._leases.items():
+            spare = lease.leased - lease.held
+            if spare > 0 and (everything or (lease.held == 0 and now - lease.last_used >= self.idle_s)):
+                lease.leased -= spare
+                out.append((key_id, spare))
+        return out
+
+    def _give_back(self, returns: list[tuple[int, Decimal]]) -> Callable[[Connection], None]:
+        def tx(conn: Connection) -> None:
+            for key_id, spare in returns:
+                release(conn, key_id, spare)
+        return tx
+
+    async def return_idle(self, everything: bool = False) -> None:
+        """Give unused leases back to the database (idle ones, or all at shutdown)."""
+        returns = self._idle(everything)
+        if returns:
+            await self.db.run(self._give_back(returns))
+
+    def return_all_sync(self) -> None:
+        """``return_idle(everything=True)`` from outside any event loop (CLI tools, tests, shutdown)."""
+        returns = self._idle(True)
+        if returns:
+            self.db.run_sync(self._give_back(returns))

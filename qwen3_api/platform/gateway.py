@@ -1,13 +1,16 @@
 """The gateway every generation passes through: authenticate → authorize_model → admit → [work] → settle.
 
-Hot path cost: ``authenticate`` is a dict lookup (keys cached ``cache_ttl_s``, 2 s by default; admin
-changes in this process invalidate at once, changes made elsewhere — the CLI, another replica — take
-effect within the TTL). ``admit`` is an in-memory (or one Redis round trip) rate-limit check plus, only for
-keys with a credit limit, one conditional UPDATE (see credits.py). ``settle`` is one transaction: the
-ledger row plus the key's spend. Nothing touches the database per token.
+Hot path cost, chosen so the database is not on the request path (peer pitfalls 23/24):
+- ``authenticate``: a dict lookup. Keys are cached ``cache_ttl_s`` (2 s); admin changes made through this
+  replica invalidate at once, changes made elsewhere (the CLI, another replica) apply within the TTL.
+- ``admit``: the rpm/tpm windows (memory, or one Redis round trip) and, for keys with a credit limit, a hold
+  on this replica's credit lease (memory; a database round trip only when the lease runs out — see
+  credits.CreditLeases for why the balance still never goes below zero across replicas).
+- ``settle``: prices the usage, then waits for its ledger row and spend to be committed by the group-commit
+  writer (ledger_writer.py): one transaction per batch of settlements, never one per token.
 
 ``settle`` never raises: once the model has answered, the client gets its answer. A failed write is
-retried, then logged loudly and kept in memory to retry on the next settlement and at ``close``.
+retried, then logged loudly and kept in memory for the next batch and for ``close``.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from qwen3_api.errors import APIError
-from qwen3_api.platform import credits, ledger
+from qwen3_api.platform import ledger
 from qwen3_api.platform.catalog import CatalogEntry
+from qwen3_api.platform.credits import CreditLeases
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.keys import KeyRecord, KeyStore, hash_key
 from qwen3_api.platform.ledger import GenerationRecord
+from qwen3_api.platform.ledger_writer import LedgerItem, LedgerWriter
 from qwen3_api.platform.pricing import Usage, price, reservation
 from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateLimiter
 
@@ -110,17 +114,19 @@ class Gateway:
     requires_auth = True
 
     def __init__(self, db: Database, *, limiter: RateLimiter | None = None, cache_ttl_s: float = 2.0,
-                 cache_size: int = 10_000, admin_key: str | None = None, settle_attempts: int = 3) -> None:
+                 cache_size: int = 10_000, admin_key: str | None = None, settle_attempts: int = 3,
+                 lease_factor: int = 8, lease_idle_s: float = 10.0) -> None:
         self.db = db
         self.keys = KeyStore(db)
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
         self.admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV) or None
-        self.settle_attempts = settle_attempts
+        self.leases = CreditLeases(db, factor=lease_factor, idle_s=lease_idle_s)
+        self.writer = LedgerWriter(db, attempts=settle_attempts)
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
-        self._pending: list[tuple[Admission, GenerationRecord]] = []
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._sweeper: asyncio.Future[Any] | None = None
 
     # -- keys ---------------------------------------------------------------------------------------
     async def _lookup(self, key_hash: str) -> Principal | None:
@@ -188,14 +194,9 @@ class Gateway:
         admission.rate_limited = principal.rpm is not None or principal.tpm is not None
         if principal.has_credit_limit and principal.key_id is not None:
             amount = reservation(entry, prompt_tokens, max_tokens)
-            key_id = principal.key_id
-            task = asyncio.ensure_future(self.db.run(lambda conn: credits.reserve(conn, key_id, amount)))
+            self._ensure_sweeper()
             try:
-                ok = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # The UPDATE may still commit in its thread: give the hold back once it has.
-                task.add_done_callback(lambda t: self._undo_reservation(t, admission, amount))
-                raise
+                ok = await self.leases.hold(principal.key_id, amount)
             except BaseException:
                 await self._release_rate(admission)
                 raise
@@ -207,17 +208,6 @@ class Gateway:
                     "insufficient_quota", code="insufficient_credits")
             admission.reserved = amount
         return admission
-
-    def _undo_reservation(self, task: asyncio.Future[bool], admission: Admission, amount: Decimal) -> None:
-        key_id = admission.principal.key_id
-        if task.cancelled() or task.exception() is not None or not task.result() or key_id is None:
-            return
-        undo = asyncio.ensure_future(self.db.run(lambda conn: credits.release(conn, key_id, amount)))
-        self._tasks.add(undo)
-        undo.add_done_callback(self._tasks.discard)
-        rate = asyncio.ensure_future(self._release_rate(admission))
-        self._tasks.add(rate)
-        rate.add_done_callback(self._tasks.discard)
 
     async def _release_rate(self, admission: Admission) -> None:
         if admission.rate_limited:
@@ -251,67 +241,46 @@ class Gateway:
             currency=admission.entry.currency, status=status, streamed=streamed, ttft_s=ttft_s,
             duration_s=duration_s, created_at=datetime.now(UTC),
         )
-        # Shielded: a client disconnect cancels the request's task (anyio cancels every later await in that
-        # scope), but the charge for what was generated must still be written, exactly once.
-        task = asyncio.ensure_future(self._finish(admission, record, usage.total_tokens))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        await asyncio.shield(task)
+        key_id = admission.principal.key_id
+        release = Decimal(0)
+        if admission.reserved and key_id is not None:
+            release = self.leases.consume(key_id, admission.reserved, cost)
+        if admission.rate_limited:
+            self._spawn(self._adjust_rate(admission, usage.total_tokens))
+        # The writer's future is shielded: a client disconnect cancels the request's task (anyio cancels
+        # every later await in its scope), but the charge for what was generated is still written, once.
+        await self.writer.write(LedgerItem(record, key_id, admission.principal.label, release))
         return cost
 
-    async def _finish(self, admission: Admission, record: GenerationRecord, total_tokens: int) -> None:
-        if admission.rate_limited:
-            try:
-                await self.limiter.adjust(admission.principal.key_hash, admission.generation_id, total_tokens)
-            except Exception:  # a limiter hiccup must not cost the client its answer
-                log.exception("rate-limit adjustment failed for %s", admission.generation_id)
-        if self._pending:
-            await self._flush_pending()
-        if not await self._write(admission, record):
-            self._pending.append((admission, record))
-
-    async def _write(self, admission: Admission, record: GenerationRecord) -> bool:
-        delay = 0.05
-        for attempt in range(1, self.settle_attempts + 1):
-            try:
-                await self.db.run(lambda conn: self._settle_tx(conn, admission, record))
-                return True
-            except Exception as exc:  # noqa: BLE001 - every failure is retried, then reported
-                if attempt == self.settle_attempts:
-                    log.error("LEDGER WRITE FAILED after %d attempts; kept in memory for retry: generation=%s "
-                              "key=%s model=%s cost=%s %s status=%s: %r", attempt, record.id, admission.principal.label,
-                              record.model, record.cost, record.currency, record.status, exc)
-                    return False
-                log.warning("ledger write for %s failed (attempt %d): %r", record.id, attempt, exc)
-                await asyncio.sleep(delay)
-                delay *= 4
-        return False
-
-    @staticmethod
-    def _settle_tx(conn: Connection, admission: Admission, record: GenerationRecord) -> None:
-        key_id = admission.principal.key_id
+    async def _adjust_rate(self, admission: Admission, total_tokens: int) -> None:
         try:
-            with conn.begin_nested():
-                ledger.insert_generation(conn, record)
-        except IntegrityError:
-            # Already recorded (a duplicate id): charge nothing twice, only give back this hold.
-            log.error("generation %s was already recorded; not charged again", record.id)
-            if key_id is not None and admission.reserved:
-                credits.release(conn, key_id, admission.reserved)
-            return
-        if key_id is not None:
-            credits.charge(conn, key_id, record.cost, admission.reserved)
+            await self.limiter.adjust(admission.principal.key_hash, admission.generation_id, total_tokens)
+        except Exception:  # a limiter hiccup must not cost the client its answer
+            log.exception("rate-limit adjustment failed for %s", admission.generation_id)
 
-    async def _flush_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        for admission, record in pending:
-            if not await self._write(admission, record):
-                self._pending.append((admission, record))
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        # Unused credit leases go back to the database once their key has been idle a while.
+        while True:
+            await asyncio.sleep(min(1.0, self.leases.idle_s))
+            try:
+                await self.leases.return_idle()
+            except Exception:  # noqa: BLE001 - retried on the next sweep
+                log.exception("returning idle credit leases failed")
 
     # -- self-service -------------------------------------------------------------------------------
     async def get_generation(self, principal: Principal, generation_id: str) -> GenerationRecord:
         """A ledger row, only to the key that made it (404 otherwise, so ids cannot be probed)."""
-        record = await self.db.run(lambda conn: ledger.get_generation(conn, generation_id))
+        record = self.writer.pending(generation_id) or await self.db.run(
+            lambda conn: ledger.get_generation(conn, generation_id))
         if record is None or not hmac.compare_digest(record.key_hash, principal.key_hash):
             raise APIError(404, f"No generation '{generation_id}' for this key.", "not_found_error",
                            param="id", code="generation_not_found")
@@ -325,12 +294,16 @@ class Gateway:
             record = self.keys.get_by_hash(principal.key_hash, conn)
             return record, ledger.usage_since(conn, principal.key_hash, since)
 
+        await self.writer.flush()  # read-your-writes on this replica
         record, day = await self.db.run(read)
         if record is None:  # the anonymous --no-auth principal
             return {"data": {"label": principal.label, "name": principal.name, "limit": None, "usage": None,
                              "limit_remaining": None, "rate_limit": {"requests_per_minute": None,
                                                                       "tokens_per_minute": None},
                              "models": None, "expires_at": None, "usage_last_24h": day}}
+        if principal.key_id is not None:
+            # This replica's unused lease is still this key's credit.
+            record.reserved -= self.leases.available(principal.key_id)
         view = record.to_dict()
         return {"data": {
             "label": record.label, "name": record.name, "limit": view["credit"], "usage": view["spent"],
@@ -356,13 +329,23 @@ class Gateway:
             raise _auth_error("Invalid admin key.")
 
     async def close(self) -> None:
-        """Finish in-flight settlements, retry any unwritten ledger rows, then release connections."""
+        """Finish settlements, write what is pending, return credit leases, release connections."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._pending:
-            await self._flush_pending()
+        await self.writer.flush()
+        try:
+            await self.leases.return_idle(everything=True)
+        except Exception:  # noqa: BLE001 - the database is gone; nothing more to do than say so
+            log.exception("could not return credit leases at shutdown")
         await self.limiter.close()
         self.db.dispose()
+
+    def sync_state(self) -> None:
+        """Commit what is pending and return every unused lease, from outside the event loop (tests, tools)."""
+        self.writer.flush_sync()
+        self.leases.return_all_sync()
 
 
 class NoAuthGateway(Gateway):

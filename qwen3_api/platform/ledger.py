@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, func, insert, select, type_coerce
+from sqlalchemy import BigInteger, Connection, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from qwen3_api.platform.tables import api_keys, from_units, generations
 
@@ -46,17 +48,21 @@ class GenerationRecord:
         }
 
 
-def insert_generation(conn: Connection, record: GenerationRecord) -> None:
-    """Write the row; raises IntegrityError when this generation id was already recorded."""
+def insert_generation(conn: Connection, record: GenerationRecord) -> bool:
+    """Write the row once: False (nothing written) when this generation id is already recorded."""
     if record.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
-    conn.execute(insert(generations).values(
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect_insert(generations).on_conflict_do_nothing(index_elements=["id"]).returning(generations.c.id)
+    result = conn.execute(stmt.values(
         id=record.id, key_hash=record.key_hash, model=record.model, prompt_tokens=record.prompt_tokens,
         cached_tokens=record.cached_tokens, completion_tokens=record.completion_tokens,
         reasoning_tokens=record.reasoning_tokens, cost=record.cost, currency=record.currency,
         status=record.status, streamed=record.streamed, ttft_s=record.ttft_s, duration_s=record.duration_s,
         created_at=record.created_at,
     ))
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT through SQLAlchemy.
+    return result.first() is not None
 
 
 def get_generation(conn: Connection, generation_id: str) -> GenerationRecord | None:

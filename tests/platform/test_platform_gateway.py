@@ -32,6 +32,12 @@ class FlakyDatabase(Database):
         return super().run_sync(fn)
 
 
+def state(gw: Gateway, rec: Any) -> Any:
+    """The key as stored, once pending settlements are written and unused credit leases returned."""
+    gw.sync_state()
+    return gw.keys.get(rec.id)
+
+
 def count(db: Database) -> int:
     with db.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(generations)).scalar_one()
@@ -50,7 +56,7 @@ def test_settle_is_exactly_once(db: Database) -> None:
 
     first, second = asyncio.run(run())
     assert first == second == price(ENTRY, Usage(10, 5))
-    assert count(db) == 1 and gw.keys.get(rec.id).spent == first and gw.keys.get(rec.id).reserved == 0
+    assert count(db) == 1 and state(gw, rec).spent == first and state(gw, rec).reserved == 0
 
 
 def test_a_duplicate_generation_id_is_never_charged_twice(db: Database) -> None:
@@ -64,7 +70,7 @@ def test_a_duplicate_generation_id_is_never_charged_twice(db: Database) -> None:
             await gw.settle(adm, Usage(10, 20), status="completed", streamed=False, ttft_s=None, duration_s=0.1)
 
     asyncio.run(run())
-    after = gw.keys.get(rec.id)
+    after = state(gw, rec)
     assert count(db) == 1 and after.spent == price(ENTRY, Usage(10, 20)) and after.reserved == 0
 
 
@@ -91,7 +97,7 @@ def test_ledger_write_is_retried_then_kept_and_flushed(db_url: str, caplog: pyte
 
     asyncio.run(run())
     assert count(db) == 2
-    after = gw.keys.get(rec.id)
+    after = state(gw, rec)
     assert after.spent == 2 * price(ENTRY, Usage(10, 5)) and after.reserved == 0
 
 
@@ -111,7 +117,7 @@ def test_cancelled_settlement_still_writes(db: Database) -> None:
         await gw.close()
 
     asyncio.run(run())
-    assert count(db) == 1 and gw.keys.get(rec.id).spent == price(ENTRY, Usage(10, 3))
+    assert count(db) == 1 and state(gw, rec).spent == price(ENTRY, Usage(10, 3))
 
 
 def test_key_cache_is_used_and_invalidated(db: Database) -> None:

@@ -68,6 +68,8 @@ def wait_rows(db: Database, n: int, timeout: float = 10.0) -> list[dict[str, Any
 
 
 def key_state(gateway: Gateway, record: KeyRecord) -> KeyRecord:
+    """The key as stored, once pending settlements are written and unused credit leases returned."""
+    gateway.sync_state()
     fresh = gateway.keys.get(record.id)
     assert fresh is not None
     return fresh

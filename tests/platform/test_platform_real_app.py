@@ -75,6 +75,12 @@ def serve(db: Database, engine) -> Iterator[Callable[..., tuple[ServerThread, Ga
         server.stop()
 
 
+def state(gw: Gateway, rec: Any) -> Any:
+    """The key as stored, once pending settlements are written and unused credit leases returned."""
+    gw.sync_state()
+    return gw.keys.get(rec.id)
+
+
 def oai(server: ServerThread, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=60)
 
@@ -117,7 +123,7 @@ def test_cost_matches_catalog_prices_and_the_ledger(serve, db: Database) -> None
     assert Decimal(str(u.model_extra["cost"])) == expected
     [row] = ledger(db, 1)
     assert (row["id"], row["cost"], row["status"], row["streamed"]) == (resp.id, expected, "completed", False)
-    assert gw.keys.get(rec.id).spent == expected and gw.keys.get(rec.id).reserved == 0
+    assert state(gw, rec).spent == expected and state(gw, rec).reserved == 0
     mine = httpx.get(server.url + "/v1/generation", params={"id": resp.id}, headers={"Authorization": f"Bearer {key}"})
     assert Decimal(mine.json()["data"]["total_cost"]) == expected
 
@@ -153,7 +159,7 @@ def test_ledger_after_streamed_cancelled_and_failed_requests(serve, db: Database
     time.sleep(0.3)
     all_rows = ledger(db, 3)
     assert len(all_rows) == 3
-    after = gw.keys.get(rec.id)
+    after = state(gw, rec)
     assert after.spent == sum(r["cost"] for r in all_rows) and after.reserved == 0
 
 
@@ -180,7 +186,7 @@ def test_insufficient_credit_and_fifty_concurrent_against_a_credit_for_ten(serve
     ok = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError) and r.status_code == 402]
     assert len(ok) + len(refused) == 50 and len(ok) >= 10
-    after = gw.keys.get(rec.id)
+    after = state(gw, rec)
     assert after.reserved == 0 and after.spent <= after.credit and after.credit_left >= 0
     assert after.spent == sum(Decimal(str(r.usage.model_extra["cost"])) for r in ok) or after.spent == sum(
         price(ENTRY, Usage(r.usage.prompt_tokens, r.usage.completion_tokens)) for r in ok)
