@@ -24,6 +24,7 @@ design argument, not yet a measurement: the H200 comparison is pending (see benc
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -238,15 +239,17 @@ def _decode_merge_kernel(
              out.to(o_ptr.dtype.element_ty))  # fmt: skip
 
 
+@functools.cache
+def _num_sms() -> int:
+    return torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
+
+
 def default_num_splits(num_seqs: int, num_kv_heads: int, num_sms: int | None = None) -> int:
     """KV splits for decode so that sequences x KV heads x splits fills the GPU about twice; 1..32.
 
     Depends on the batch size only (not on context lengths), so a captured CUDA graph stays valid.
     """
-    if num_sms is None:
-        num_sms = (
-            torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
-        )
+    num_sms = num_sms or _num_sms()
     return max(1, min(32, triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))))
 
 
@@ -268,6 +271,7 @@ def prefill_attention(
     block_n: int = 64,
 ) -> torch.Tensor:
     """Causal attention for a flat batch of variable-length queries over their paged histories."""
+    q = q if q.stride(-1) == 1 else q.contiguous()
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     out = torch.empty_like(q)
@@ -298,6 +302,7 @@ def decode_attention(
     block_n: int = 64,
 ) -> torch.Tensor:
     """One query per sequence (q [B, Hq, D]) over its paged history, split-KV with GQA head packing."""
+    q = q if q.stride(-1) == 1 else q.contiguous()
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
@@ -318,7 +323,7 @@ def decode_attention(
     )  # fmt: skip
     _decode_merge_kernel[(num_seqs, num_heads)](
         part_o, part_ml, out, out.stride(0), out.stride(1),
-        NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), HEAD_DIM=head_dim,
+        NUM_SPLITS=splits, BLOCK_S=max(2, triton.next_power_of_2(splits)), HEAD_DIM=head_dim,
     )  # fmt: skip
     return out
 

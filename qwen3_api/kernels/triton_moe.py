@@ -125,21 +125,85 @@ def _moe_gemm_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=row_mask[:, None] & n_mask[None, :])
 
 
+@triton.jit
+def _moe_align_kernel(
+    ids_ptr, sorted_ids_ptr, expert_ids_ptr, num_padded_ptr, num_pairs, capacity,
+    NUM_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+    CHUNK: tl.constexpr, TILE_CHUNK: tl.constexpr,
+):  # fmt: skip
+    """moe_align_block_size in one program (one launch instead of ~30 small torch kernels per layer).
+
+    Pass 1 counts the pairs of each expert; pass 2 gives each pair its stable rank within its expert (a
+    cumulative sum over a one-hot [CHUNK, E] tile) and scatters it to padded_start[expert] + rank.
+    """
+    experts = tl.arange(0, E_PAD)
+    counts = tl.zeros((E_PAD,), dtype=tl.int32)
+    for start in range(0, num_pairs, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        ids = tl.load(ids_ptr + offs, mask=offs < num_pairs, other=E_PAD)  # E_PAD matches no expert
+        counts += tl.sum((ids[:, None] == experts[None, :]).to(tl.int32), 0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    padded_end = tl.cumsum(padded, 0)
+    padded_start = padded_end - padded
+    tl.store(num_padded_ptr, tl.sum(padded, 0))
+
+    for start in range(0, capacity, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        tl.store(sorted_ids_ptr + offs, tl.zeros((CHUNK,), dtype=tl.int32) + num_pairs, mask=offs < capacity)
+    tl.debug_barrier()  # the sentinel fill must land before the scatter overwrites part of it
+
+    placed = tl.zeros((E_PAD,), dtype=tl.int32)
+    for start in range(0, num_pairs, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        ids = tl.load(ids_ptr + offs, mask=offs < num_pairs, other=E_PAD)
+        onehot = (ids[:, None] == experts[None, :]).to(tl.int32)
+        rank = tl.cumsum(onehot, 0) - 1 + placed[None, :] + padded_start[None, :]
+        dest = tl.sum(onehot * rank, 1)
+        tl.store(sorted_ids_ptr + dest, offs, mask=offs < num_pairs)
+        placed += tl.sum(onehot, 0)
+
+    num_tiles = capacity // BLOCK_M
+    for t0 in range(0, num_tiles, TILE_CHUNK):
+        tiles = t0 + tl.arange(0, TILE_CHUNK)
+        # the expert of a tile: how many experts' padded runs end at or before its start
+        expert = tl.sum((padded_end[None, :] <= (tiles * BLOCK_M)[:, None]).to(tl.int32), 1)
+        tl.store(expert_ids_ptr + tiles, tl.minimum(expert, NUM_EXPERTS - 1), mask=tiles < num_tiles)
+
+
+# Above this many (token, expert) pairs the one-program kernel's serial chunks cost more than the ~30 torch
+# launches of the sort-based path (prefill); below it (decode) one launch wins. Not tuned: measure on the GPU.
+ALIGN_KERNEL_MAX_PAIRS = 2048
+
+
 def moe_align_block_size(
-    topk_ids: torch.Tensor, block_m: int, num_experts: int
+    topk_ids: torch.Tensor, block_m: int, num_experts: int, *, use_kernel: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sort the T*K (token, expert) pairs by expert, each expert's run padded to a multiple of block_m.
 
     Returns (sorted_ids, expert_ids, num_padded): sorted_ids [P] holds pair indices (token*K + k), with the
     sentinel T*K in padding slots; expert_ids [P // block_m] the expert of each tile; num_padded (1-element,
     on device) the used length. P is a static upper bound, so nothing here waits on the device.
+    ``use_kernel`` picks the one-launch Triton kernel (default: when T*K <= ALIGN_KERNEL_MAX_PAIRS).
     """
-    flat = topk_ids.reshape(-1).to(torch.int64)
+    flat = topk_ids.reshape(-1)
     n = flat.numel()
     device = flat.device
     # At most min(E, n) experts are non-empty and each wastes < block_m slots.
     capacity = n + min(num_experts, n) * (block_m - 1)
     capacity = triton.cdiv(capacity, block_m) * block_m
+    if use_kernel if use_kernel is not None else n <= ALIGN_KERNEL_MAX_PAIRS:
+        sorted_ids = torch.empty(capacity, dtype=torch.int32, device=device)
+        expert_ids = torch.empty(capacity // block_m, dtype=torch.int32, device=device)
+        num_padded = torch.empty(1, dtype=torch.int32, device=device)
+        e_pad = triton.next_power_of_2(num_experts)
+        _moe_align_kernel[(1,)](
+            flat.contiguous(), sorted_ids, expert_ids, num_padded, n, capacity,
+            NUM_EXPERTS=num_experts, E_PAD=e_pad, BLOCK_M=block_m,
+            CHUNK=max(16, min(128, 8192 // e_pad)), TILE_CHUNK=max(16, min(128, 8192 // e_pad)),
+        )  # fmt: skip
+        return sorted_ids, expert_ids, num_padded
+
+    flat = flat.to(torch.int64)
     counts = torch.zeros(num_experts, dtype=torch.int64, device=device)
     counts.index_add_(0, flat, torch.ones_like(flat))
     padded = (counts + block_m - 1) // block_m * block_m

@@ -37,9 +37,10 @@ def make_inputs(tokens, hidden, inter, experts, top_k, dtype, seed=0):
     return x, w13, w2, weights / weights.sum(-1, keepdim=True), ids
 
 
-def test_align_groups_pairs_by_expert_in_padded_tiles():
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_align_groups_pairs_by_expert_in_padded_tiles(use_kernel):
     ids = torch.tensor([[3, 1], [1, 0], [3, 3]])  # pairs 0..5 -> experts 3,1,1,0,3,3
-    sorted_ids, expert_ids, num_padded = tm.moe_align_block_size(ids, block_m=4, num_experts=5)
+    sorted_ids, expert_ids, num_padded = tm.moe_align_block_size(ids, 4, 5, use_kernel=use_kernel)
     used = int(num_padded)
     assert used == 12  # experts 0, 1, 3 each padded to one tile of 4
     flat = ids.reshape(-1)
@@ -50,6 +51,18 @@ def test_align_groups_pairs_by_expert_in_padded_tiles():
     real = sorted_ids[:used][sorted_ids[:used] < 6].long()
     assert sorted(real.tolist()) == list(range(6))  # every pair exactly once
     assert sorted_ids.numel() >= used and (sorted_ids[used:] == 6).all()
+
+
+def test_align_kernel_equals_the_sort_path_on_many_pairs():
+    # 300 pairs over 3 chunks of the kernel, with empty experts: identical outputs, stable order included
+    ids = torch.randint(0, 12, (100, 3), generator=torch.Generator().manual_seed(9))
+    ids[ids == 5] = 6
+    by_kernel = tm.moe_align_block_size(ids, 16, 12, use_kernel=True)
+    by_sort = tm.moe_align_block_size(ids, 16, 12, use_kernel=False)
+    used = int(by_sort[2])
+    assert int(by_kernel[2]) == used
+    assert torch.equal(by_kernel[0], by_sort[0])
+    assert torch.equal(by_kernel[1][: used // 16], by_sort[1][: used // 16])
 
 
 @pytest.mark.parametrize(
