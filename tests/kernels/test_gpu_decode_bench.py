@@ -59,3 +59,21 @@ def test_floor_at_the_real_shape_is_about_the_issue_estimate():
     assert 1.1 < floor_ms < 1.5  # the issue's ~1.4 ms/token at the datasheet's 4.8 TB/s
     # A large batch touches nearly every expert: the step reads about the whole 61 GB model.
     assert math.isclose(bench.expected_unique_experts(config, 512), 128, rel_tol=1e-3)
+
+
+def test_breakdown_smoke_prints_every_part(capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        load_script()  # gpu_breakdown imports it by name
+        spec = importlib.util.spec_from_file_location("gpu_breakdown", SCRIPT.parent / "gpu_breakdown.py")
+        breakdown = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(breakdown)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    assert breakdown.main(["--cpu-smoke", "--batch-sizes", "2"]) == 0
+    out = capsys.readouterr().out
+    for part in ("MoE (fused_moe)", "attention (store + paged)", "dense matmuls + lm_head", "rest (step - parts)"):
+        line = next(x for x in out.splitlines() if part in x)
+        assert float(line.split("|")[3]) != 0.0 or part.startswith("rest")
+    ops = next(x for x in out.splitlines() if "aten ops per eager step" in x)
+    assert int(ops.split(":")[1].split("|")[0]) > 20  # 2 layers of norms, rotary, routing, kernels
