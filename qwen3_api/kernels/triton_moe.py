@@ -228,6 +228,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache
 def _device_name() -> str:
     return torch.cuda.get_device_name().replace(" ", "_") if torch.cuda.is_available() else "cpu"
 
