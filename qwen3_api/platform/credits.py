@@ -63,6 +63,7 @@ class _Lease:
     leased: Decimal = Decimal(0)  # reserved in the database for this replica
     held: Decimal = Decimal(0)  # of which running requests hold
     last_used: float = 0.0
+    uses: int = 0  # holds served since the last refill: sizes the next lease to the key's pace
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -70,7 +71,8 @@ class CreditLeases:
     """Per-replica credit leases: most admissions touch no database at all.
 
     A replica reserves credit in the database (the conditional UPDATE above) in leases of ``factor`` times
-    a request's maximum cost, and admits requests against its lease in memory. Every yuan a request can
+    a request's maximum cost (more for a busy key: twice what the last lease served, at most
+    ``max_factor`` times), and admits requests against its lease in memory. Every yuan a request can
     spend is therefore reserved in the database before it runs, so the balance never goes below zero
     across replicas. When the lease is short, the replica asks for a new one, then for just what the
     request needs; only if both fail is the answer 402. Unused leases return to the database after
@@ -80,9 +82,10 @@ class CreditLeases:
     until an admin tops the key up or sets its credit again.
     """
 
-    def __init__(self, db: Database, *, factor: int = 8, idle_s: float = 10.0) -> None:
+    def __init__(self, db: Database, *, factor: int = 8, max_factor: int = 256, idle_s: float = 10.0) -> None:
         self.db = db
         self.factor = max(1, factor)
+        self.max_factor = max(self.factor, max_factor)
         self.idle_s = idle_s
         self._leases: dict[int, _Lease] = {}
 
@@ -94,6 +97,7 @@ class CreditLeases:
     def _take(self, lease: _Lease, amount: Decimal) -> bool:
         if lease.leased - lease.held >= amount:
             lease.held += amount
+            lease.uses += 1
             lease.last_used = time.monotonic()
             return True
         return False
@@ -107,22 +111,36 @@ class CreditLeases:
             if self._take(lease, amount):
                 return True
             need = amount - (lease.leased - lease.held)
-            for want in dict.fromkeys((max(need, amount * self.factor), need)):
-                if await self._reserve(lease, key_id, want):
-                    return self._take(lease, amount)
+            # A busy key gets a bigger lease (twice what the last one served), so refills stay rare.
+            factor = min(self.max_factor, max(self.factor, 2 * lease.uses))
+            lease.uses = 0
+            for want in dict.fromkeys((max(need, amount * factor), need)):
+                if await self._reserve(lease, key_id, want, amount):
+                    return True
             return False
 
-    async def _reserve(self, lease: _Lease, key_id: int, want: Decimal) -> bool:
+    async def _reserve(self, lease: _Lease, key_id: int, want: Decimal, amount: Decimal) -> bool:
         task = asyncio.ensure_future(self.db.run(lambda conn: reserve(conn, key_id, want)))
 
         def landed(t: asyncio.Future[bool]) -> None:
-            # Counted even if the waiting request was cancelled meanwhile: the credit is ours, not lost.
+            # Take this request's share in the same step the lease lands, before any other request can.
             if not t.cancelled() and t.exception() is None and t.result():
                 lease.leased += want
+                lease.held += amount
+                lease.uses += 1
+                lease.last_used = time.monotonic()
 
         task.add_done_callback(landed)
-        ok = await asyncio.shield(task)
-        return bool(ok)
+        try:
+            return bool(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            # The request is gone but the UPDATE may still land: keep the lease, drop the share.
+            def unhold(t: asyncio.Future[bool]) -> None:
+                if not t.cancelled() and t.exception() is None and t.result():
+                    lease.held -= amount
+
+            task.add_done_callback(unhold)
+            raise
 
     def consume(self, key_id: int, held: Decimal, cost: Decimal) -> Decimal:
         """A request ended: drop its hold and spend ``cost`` of the lease; returns what left the lease."""

@@ -246,7 +246,10 @@ class Gateway:
         if admission.reserved and key_id is not None:
             release = self.leases.consume(key_id, admission.reserved, cost)
         if admission.rate_limited:
-            self._spawn(self._adjust_rate(admission, usage.total_tokens))
+            if isinstance(self.limiter, MemoryRateLimiter):
+                self.limiter.adjust_now(admission.principal.key_hash, admission.generation_id, usage.total_tokens)
+            else:
+                self._spawn(self._adjust_rate(admission, usage.total_tokens))
         # The writer's future is shielded: a client disconnect cancels the request's task (anyio cancels
         # every later await in its scope), but the charge for what was generated is still written, once.
         await self.writer.write(LedgerItem(record, key_id, admission.principal.label, release))

@@ -48,21 +48,32 @@ class GenerationRecord:
         }
 
 
-def insert_generation(conn: Connection, record: GenerationRecord) -> bool:
-    """Write the row once: False (nothing written) when this generation id is already recorded."""
+def _values(record: GenerationRecord) -> dict[str, Any]:
     if record.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
+    return {
+        "id": record.id, "key_hash": record.key_hash, "model": record.model,
+        "prompt_tokens": record.prompt_tokens, "cached_tokens": record.cached_tokens,
+        "completion_tokens": record.completion_tokens, "reasoning_tokens": record.reasoning_tokens,
+        "cost": record.cost, "currency": record.currency, "status": record.status, "streamed": record.streamed,
+        "ttft_s": record.ttft_s, "duration_s": record.duration_s, "created_at": record.created_at,
+    }
+
+
+def insert_generations(conn: Connection, records: list[GenerationRecord]) -> set[str]:
+    """Write rows in one multi-row INSERT; returns the ids written (an id already recorded is skipped)."""
+    if not records:
+        return set()
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(generations).on_conflict_do_nothing(index_elements=["id"]).returning(generations.c.id)
-    result = conn.execute(stmt.values(
-        id=record.id, key_hash=record.key_hash, model=record.model, prompt_tokens=record.prompt_tokens,
-        cached_tokens=record.cached_tokens, completion_tokens=record.completion_tokens,
-        reasoning_tokens=record.reasoning_tokens, cost=record.cost, currency=record.currency,
-        status=record.status, streamed=record.streamed, ttft_s=record.ttft_s, duration_s=record.duration_s,
-        created_at=record.created_at,
-    ))
     # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT through SQLAlchemy.
-    return result.first() is not None
+    stmt = dialect_insert(generations).on_conflict_do_nothing(index_elements=["id"]).returning(generations.c.id)
+    result = conn.execute(stmt, [_values(r) for r in records])
+    return {row[0] for row in result}
+
+
+def insert_generation(conn: Connection, record: GenerationRecord) -> bool:
+    """Write one row once: False (nothing written) when this generation id is already recorded."""
+    return record.id in insert_generations(conn, [record])
 
 
 def get_generation(conn: Connection, generation_id: str) -> GenerationRecord | None:

@@ -113,8 +113,11 @@ class LedgerWriter:
 
 def _write_batch(conn: Connection, batch: list[LedgerItem]) -> None:
     moves: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    unique = list({item.record.id: item.record for item in batch}.values())
+    written = ledger.insert_generations(conn, unique)
     for item in batch:
-        inserted = ledger.insert_generation(conn, item.record)
+        inserted = item.record.id in written
+        written.discard(item.record.id)  # a second item with the same id in this batch is a duplicate
         if not inserted:
             log.error("generation %s was already recorded; not charged again", item.record.id)
         if item.key_id is not None:

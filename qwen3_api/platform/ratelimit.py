@@ -122,6 +122,10 @@ class MemoryRateLimiter:
         return RateDecision(True, **base)
 
     async def adjust(self, key: str, member: str, tokens: int) -> None:
+        self.adjust_now(key, member, tokens)
+
+    def adjust_now(self, key: str, member: str, tokens: int) -> None:
+        """``adjust`` without a coroutine (the gateway calls it inline on settlement)."""
         w = self._windows.get(key)
         entry = w.by_member.get(member) if w else None
         if w is not None and entry is not None:

@@ -138,3 +138,51 @@ def test_key_cache_is_used_and_invalidated(db: Database) -> None:
             assert missing.value.code == "invalid_api_key" and "Missing" in missing.value.message
 
     asyncio.run(run())
+
+
+def test_two_replicas_share_a_credit_through_leases_and_never_overspend(db: Database) -> None:
+    each = ENTRY.max_cost(10, 20)
+    replicas = [Gateway(db), Gateway(db)]
+    key, rec = replicas[0].keys.create("shared", credit=each * 10)
+
+    async def run() -> list[bool]:
+        async def one(i: int) -> bool:
+            gw = replicas[i % 2]
+            p = await gw.authenticate(f"Bearer {key}")
+            try:
+                adm = await gw.admit(p, ENTRY, prompt_tokens=10, max_tokens=20, generation_id=f"r{i}")
+            except APIError as err:
+                assert err.status == 402
+                return False
+            await asyncio.sleep(0.05)  # all hold at once
+            await gw.settle(adm, Usage(10, 20), status="completed", streamed=False, ttft_s=None, duration_s=0.05)
+            return True
+
+        return await asyncio.gather(*[one(i) for i in range(30)])
+
+    admitted = asyncio.run(run())
+    assert sum(admitted) == 10
+    for gw in replicas:
+        gw.sync_state()
+    after = replicas[0].keys.get(rec.id)
+    assert after.spent == each * 10 and after.reserved == 0 and after.credit_left == 0
+
+
+def test_many_concurrent_holds_on_one_lease_all_succeed_and_idle_leases_return(db: Database) -> None:
+    gw = Gateway(db, lease_idle_s=0.2)
+    key, rec = gw.keys.create("busy", credit=Decimal("100"))
+
+    async def run() -> Decimal:
+        p = await gw.authenticate(f"Bearer {key}")
+        adms = await asyncio.gather(*[gw.admit(p, ENTRY, prompt_tokens=10, max_tokens=20, generation_id=f"b{i}")
+                                      for i in range(64)])
+        await asyncio.gather(*[gw.settle(a, Usage(10, 5), status="completed", streamed=True, ttft_s=None,
+                                         duration_s=0.01) for a in adms])
+        held = gw.keys.get(rec.id).reserved  # this replica's unused lease, still reserved in the database
+        await asyncio.sleep(1.5)  # idle longer than lease_idle_s: the sweeper gives it back
+        return held
+
+    held = asyncio.run(run())
+    assert held > 0
+    after = gw.keys.get(rec.id)
+    assert after.reserved == 0 and after.spent == 64 * price(ENTRY, Usage(10, 5))
