@@ -18,18 +18,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from gpu_decode import (
-    QWEN3_30B_A3B,
-    TINY,
-    Timer,
-    bench_decode,
-    copy_bandwidth,
-    decode_metadata,
-    expected_unique_experts,
-    kv_bytes_per_token,
-    random_model,
-    weight_bytes,
-)
+from gpu_decode import QWEN3_30B_A3B, TINY, bench_decode, decode_metadata, random_model
+from gpu_floors import Timer, copy_bandwidth, expected_unique_experts, kv_bytes_per_token, weight_bytes
 
 from qwen3_api.kernels import Kernels, get_kernels
 from qwen3_api.model.attention import allocate_kv_cache

@@ -16,14 +16,11 @@ from qwen3_api.model.config import ModelConfig
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_decode.py"
 
 
-def load_script():
-    if "gpu_decode" in sys.modules:
-        return sys.modules["gpu_decode"]
-    spec = importlib.util.spec_from_file_location("gpu_decode", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_decode"] = module  # its dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
+def load_script(name: str = "gpu_decode"):
+    """Import a benchmark script as the scripts import each other (benchmarks/ on sys.path)."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
+    return importlib.import_module(name)
 
 
 def test_cpu_smoke_measures_every_row_beside_its_floor(tmp_path, capsys):
@@ -51,25 +48,19 @@ def test_refuses_cleanly_without_cuda(capsys):
 
 def test_floor_at_the_real_shape_is_about_the_issue_estimate():
     bench = load_script()
+    floors = load_script("gpu_floors")
     config = ModelConfig.from_dict(bench.QWEN3_30B_A3B)
-    dense, expert = bench.weight_bytes(config, 2)
+    dense, expert = floors.weight_bytes(config, 2)
     active = dense + config.num_hidden_layers * config.num_experts_per_tok * expert
     assert 5.5e9 < active < 6.5e9  # ~3.0-3.3B active parameters in bf16, lm_head included
-    floor_ms = bench.decode_floor_s(config, 1, 512, 2, 4.8e12) * 1e3
+    floor_ms = floors.decode_floor_s(config, 1, 512, 2, 4.8e12) * 1e3
     assert 1.1 < floor_ms < 1.5  # the issue's ~1.4 ms/token at the datasheet's 4.8 TB/s
     # A large batch touches nearly every expert: the step reads about the whole 61 GB model.
-    assert math.isclose(bench.expected_unique_experts(config, 512), 128, rel_tol=1e-3)
+    assert math.isclose(floors.expected_unique_experts(config, 512), 128, rel_tol=1e-3)
 
 
 def test_breakdown_smoke_prints_every_part(capsys):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        load_script()  # gpu_breakdown imports it by name
-        spec = importlib.util.spec_from_file_location("gpu_breakdown", SCRIPT.parent / "gpu_breakdown.py")
-        breakdown = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(breakdown)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    breakdown = load_script("gpu_breakdown")
     assert breakdown.main(["--cpu-smoke", "--batch-sizes", "2"]) == 0
     out = capsys.readouterr().out
     for part in ("MoE (fused_moe)", "attention (store + paged)", "dense matmuls + lm_head", "rest (step - parts)"):
