@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
@@ -21,7 +26,7 @@ from qwen3_api.api.app import Settings, create_app
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.async_engine import AsyncLLMEngine
 from qwen3_api.model.tiny import make_tiny_model
-from qwen3_api.platform.catalog import Catalog
+from qwen3_api.platform.catalog import Catalog, CatalogEntry
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.pricing import Usage, price, reservation
@@ -192,3 +197,75 @@ def test_insufficient_credit_and_fifty_concurrent_against_a_credit_for_ten(serve
         price(ENTRY, Usage(r.usage.prompt_tokens, r.usage.completion_tokens)) for r in ok)
     if all(r.usage.completion_tokens == 16 for r in ok):
         assert len(ok) == 10 and after.spent == each * 10
+
+
+@pytest.fixture(scope="module")
+def upstream_qwen3(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:  # noqa: ANN001
+    """A second qwen3-api (`serve --no-auth`, its own ledger) on loopback: the upstream of a catalog entry."""
+    root = tmp_path_factory.mktemp("upstream")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db_url = f"sqlite:///{root / 'upstream.db'}"
+    log = root / "upstream.log"
+    cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", str(engine[1]), "--port", str(port),
+           "--no-auth", "--database-url", db_url, "--kv-cache-memory", "0.02", "--device", "cpu",
+           "--log-level", "warning"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        yield base + "/v1", db_url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_second_qwen3_api_server_as_upstream(db: Database, engine, upstream_qwen3) -> None:  # noqa: ANN001
+    up_url, up_db_url = upstream_qwen3
+    cat = Catalog.load()
+    cat.entries["up/qwen"] = CatalogEntry(id="up/qwen", prompt_price=Decimal("0.002"), completion_price=Decimal("0.006"),
+                                          base_url=up_url, upstream_model=MODEL)
+    gw = Gateway(db)
+    app = create_app(engine[0], cat, gw, Settings(model_path=str(engine[1]), shutdown_engine=False))
+    key, rec = gw.keys.create("via-upstream", credit=Decimal("1"), models=["up/qwen"])
+    with ServerThread(app) as server:
+        c = oai(server, key)
+        resp = c.chat.completions.create(model="up/qwen", messages=MSG, max_tokens=6)
+        u = resp.usage
+        assert u.completion_tokens >= 1 and u.prompt_tokens >= 1
+        cost = price(cat.get("up/qwen"), Usage(u.prompt_tokens, u.completion_tokens))
+        assert Decimal(str(u.model_extra["cost"])) == cost
+        chunks = list(c.chat.completions.create(model="up/qwen", messages=MSG, max_tokens=5, stream=True))
+        assert chunks[-1].usage is not None and sum(1 for ch in chunks if ch.choices) >= 1
+        stream_cost = price(cat.get("up/qwen"), Usage(chunks[-1].usage.prompt_tokens,
+                                                      chunks[-1].usage.completion_tokens))
+        assert Decimal(str(chunks[-1].usage.model_extra["cost"])) == stream_cost
+        with pytest.raises(openai.PermissionDeniedError):
+            c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)  # this key: upstream only
+    rows = ledger(db, 2)
+    assert [(r["model"], r["streamed"], r["status"]) for r in rows] == [("up/qwen", False, "completed"),
+                                                                       ("up/qwen", True, "completed")]
+    assert rows[0]["completion_tokens"] == u.completion_tokens and rows[0]["cost"] == cost
+    assert state(gw, rec).spent == cost + stream_cost
+    upstream_db = Database(up_db_url)
+    try:
+        up_rows = ledger(upstream_db, 2)
+        assert any(r["key_hash"] == "anonymous" and r["completion_tokens"] == u.completion_tokens for r in up_rows)
+    finally:
+        upstream_db.dispose()
