@@ -1,8 +1,8 @@
 """Checkpoint loading: a local HF directory or a hub id -> a Qwen3ForCausalLM with every parameter filled.
 
 Tensors are read from memory-mapped safetensors files one at a time and copied straight into the
-pre-allocated parameter (converting dtype and moving device on the way), so the peak memory stays near the
-model's size in its target dtype. Names, shapes and counts are checked against the model before any byte is
+pre-allocated parameter (converting dtype and moving device on the way), each tensor's pages released once
+copied (safetensors_mmap.py), so the peak memory stays near the model's size in its target dtype. Names, shapes and counts are checked against the model before any byte is
 copied, so a wrong checkpoint fails fast with the offending names.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from qwen3_api.model.config import ConfigError, ModelConfig, parse_dtype
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
+from qwen3_api.model.safetensors_mmap import SafetensorsFile, SafetensorsFormatError
 
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -142,28 +142,31 @@ def _check(layout: dict[str, TensorTarget], shapes: dict[str, tuple[int, ...]], 
 
 
 def load_weights(model: Qwen3ForCausalLM, path: Path, *, progress: bool = True) -> None:
-    """Fill every parameter of model from the safetensors files in path (checked first)."""
+    """Fill every parameter of model from the safetensors files in path (names and shapes checked first)."""
     layout = checkpoint_layout(model)
-    files = _safetensors_files(path)
-    shapes: dict[str, tuple[int, ...]] = {}
-    where: dict[str, Path] = {}
-    for file in files:
-        with safe_open(file, framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                shapes[name] = tuple(f.get_slice(name).get_shape())
-                where[name] = file
-    _check(layout, shapes, model.config)
-    bar = tqdm(total=len(layout), desc="Loading weights", unit="tensor", disable=not progress)
-    with torch.no_grad():
-        for file in files:
-            with safe_open(file, framework="pt") as f:
-                for name in f.keys():  # noqa: SIM118
+    files = []
+    try:
+        for file in _safetensors_files(path):
+            files.append(SafetensorsFile(file))
+        shapes = {name: info.shape for f in files for name, info in f.tensors.items()}
+        _check(layout, shapes, model.config)
+        bar = tqdm(total=len(layout), desc="Loading weights", unit="tensor", disable=not progress)
+        with torch.no_grad():
+            for f in files:
+                for name in f.names_by_offset():
                     target = layout.get(name)
-                    if target is None:
-                        continue  # a tied lm_head.weight
-                    target.view().copy_(f.get_tensor(name))
-                    bar.update(1)
-    bar.close()
+                    if target is not None:  # else a tied lm_head.weight
+                        src = f.view(name)
+                        target.view().copy_(src)
+                        del src
+                        bar.update(1)
+                    f.release_through(name)
+        bar.close()
+    except SafetensorsFormatError as exc:
+        raise CheckpointError(str(exc)) from None
+    finally:
+        for f in files:
+            f.close()
 
 
 def load_model(
