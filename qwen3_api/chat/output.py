@@ -6,7 +6,7 @@ Interface (what the API builds on; one ``ChoiceProcessor`` per choice, never sha
     proc = ChoiceProcessor(
         tok,
         prompt_ids=prompt_ids,        # decides the thinking state: prompt ending in </think>\\n\\n = thinking off
-        stop=["\\n\\n"] | "END" | None, # stop strings; they apply to the answer (content) only, never the reasoning
+        stop=["\\n\\n"] | "END" | None, # stop strings: matched in content text only (not reasoning, not tool JSON)
         parse_tool_calls=bool(tools) and tool_choice != "none",
         logprobs=True, top_logprobs=5,
     )
@@ -172,9 +172,9 @@ class ChoiceProcessor:
             return
         self._content_text(self._detok.feed(tid), d, self._entry(tid, lp))
 
-    def _close_block(self, d: Delta) -> None:
+    def _close_block(self, d: Delta, terminated: bool = True) -> None:
         assert self._tools is not None
-        deltas, fallback = self._tools.close()
+        deltas, fallback = self._tools.close(terminated)
         d.tool_calls += deltas
         if fallback is not None:
             self._content_text("<tool_call>" + fallback + "</tool_call>", d, None)
@@ -247,7 +247,7 @@ class ChoiceProcessor:
             rest = self._detok.flush()
             if self._tools is not None and self._tools.in_block:
                 d.tool_calls += self._tools.push(rest)
-                self._close_block(d)
+                self._close_block(d, terminated=False)
             elif self._segment == "reasoning" and self._split.state is not ThinkState.ANSWER:
                 d.reasoning += self._reason_trim.push(rest)
             else:

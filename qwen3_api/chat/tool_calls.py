@@ -7,7 +7,8 @@ argument text as it arrives, holding back a trailing run of ``}``/whitespace tha
 object. The final arguments are exactly the concatenation of the streamed pieces, so a client that joins the
 deltas gets the same string as the non-streaming response.
 
-Malformed blocks: if the name prefix never parses, the whole block goes back to the caller as content text. Once a
+Malformed blocks: if the name prefix never parses, the whole block goes back to the caller as content text
+(a block cut off by max_tokens before its name is dropped instead). Once a
 name is out the call cannot be taken back; its arguments are then whatever the model wrote (as in vLLM). With
 ``tool_choice`` required/named or strict tools the grammar makes the block valid JSON anyway.
 """
@@ -111,10 +112,12 @@ class ToolCallParser:
                 out.append(ToolCallDelta(len(self.calls) - 1, arguments=piece))
         return out
 
-    def close(self) -> tuple[list[ToolCallDelta], str | None]:
-        """The ``</tool_call>`` token (or the end of output) arrived.
+    def close(self, terminated: bool = True) -> tuple[list[ToolCallDelta], str | None]:
+        """The ``</tool_call>`` token (``terminated``) or the end of output arrived.
 
-        Returns the last deltas, and the raw block text when it was not a call (the caller shows it as content).
+        Returns the last deltas, and the raw block text when a closed block was not a call (the caller shows it
+        as content). A block cut off by the end of output before its name was complete is dropped: it is an
+        unfinished call, not text, and finish_reason "length" already says the output was cut.
         """
         self.in_block = False
         if self._current is None:
@@ -126,7 +129,7 @@ class ToolCallParser:
                 call = ToolCall(new_call_id(), parsed["name"], text)
                 self.calls.append(call)
                 return [ToolCallDelta(len(self.calls) - 1, call.id, call.name, text)], None
-            return [], self._buf
+            return [], self._buf if terminated else None
         body = self._buf.rstrip()
         args = self._buf[self._args_start :].rstrip()
         if body.endswith("}"):

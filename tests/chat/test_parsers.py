@@ -226,3 +226,25 @@ def test_logprobs_top_k_and_message_shape(tok):
     msg = final.message()
     assert msg["content"] == "Yes." and msg["reasoning"] is None and msg["reasoning_content"] is None
     assert msg["refusal"] is None and "tool_calls" not in msg
+
+
+RICH = ("<think>\nFirst 你好.\n\nThen 😀 <tool_call> in thought.\n</think>\n\nHere 中文 😀.\n\nMore text."
+        '\n\n<tool_call>\n{"name": "f", "arguments": {"q": "a\\n\\nb 你好"}}\n</tool_call><|im_end|>')
+
+
+@pytest.mark.parametrize("stop", [None, ["\n\n"], ["好", "More"]])
+def test_every_cut_point_streams_like_the_whole(tok, stop):
+    """Peer pitfall #2: any max_tokens cut, with and without stop strings: no tags in content, and the
+    one-token-at-a-time stream equals the all-at-once result."""
+    ids = tok.encode(RICH)
+    for cut in range(1, len(ids) + 1):
+        results = []
+        for step in (1, cut):
+            final, _ = _run(tok, ids[:cut], step, think_state=ThinkState.START, stop=stop, parse_tool_calls=True,
+                            logprobs=True)
+            for field in (final.content or "", final.reasoning or ""):
+                assert "<think>" not in field and "</think>" not in field
+            assert "<tool_call>" not in (final.content or "")
+            results.append((final.content, final.reasoning, final.finish_reason, final.logprobs,
+                            [(c["function"]["name"], c["function"]["arguments"]) for c in final.tool_calls or []]))
+        assert results[0] == results[1], cut
