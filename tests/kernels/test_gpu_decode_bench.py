@@ -68,3 +68,12 @@ def test_breakdown_smoke_prints_every_part(capsys):
         assert float(line.split("|")[3]) != 0.0 or part.startswith("rest")
     ops = next(x for x in out.splitlines() if "aten ops per eager step" in x)
     assert int(ops.split(":")[1].split("|")[0]) > 20  # 2 layers of norms, rotary, routing, kernels
+
+
+def test_gpu_check_smoke_passes_and_refuses_without_cuda(capsys):
+    check = load_script("gpu_check")
+    assert check.main(["--cpu-smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "all checks passed" in out and "engine greedy float32 == CPU float32" in out
+    if not torch.cuda.is_available():
+        assert check.main([]) == 2
