@@ -72,7 +72,11 @@ class ModelRunner:
                 model, self.kv_caches, max_batch_size=max_num_seqs or 64,
                 max_blocks_per_seq=-(-max_len // block_size),
             )  # fmt: skip
-            self.graph_runner.capture()
+            try:
+                self.graph_runner.capture()
+            except (RuntimeError, torch.OutOfMemoryError):
+                logger.exception("CUDA-graph capture failed: decode steps run eagerly")
+                self.graph_runner = None
 
     @torch.inference_mode()
     def execute(self, seqs: list[Sequence]) -> tuple[torch.Tensor | None, list[Sequence]]:
