@@ -15,6 +15,10 @@ A small state machine over the generated tokens::
   ``<tool_call>`` block to the strict tools' schemas.
 - Ids past the tokenizer (the model's padded vocabulary) are forbidden whenever a step is constrained.
 
+At max_tokens the engine stops the sequence wherever it is ("length"): a JSON answer is then an unfinished prefix,
+as with OpenAI (the SDK's parse() raises LengthFinishReasonError); a thinking budget keeps a long thought from
+eating the whole max_tokens before the answer starts.
+
 If the engine ever accepts a token the grammar rejects (it should not: it samples under the mask), the
 constraint stops constraining rather than masking everything, and ``error`` says why.
 """
@@ -110,8 +114,6 @@ class ChatConstraint:
             if self._budget is None or self.thought_tokens < self._budget:
                 return False
             return self._force(r, self._closing[self._forced_pos])
-        if self._forcing:
-            return self._force(r, self._closing[self._forced_pos])
         if self._block is not None:
             self._fill_from(self._block, r)
             return True
@@ -159,12 +161,6 @@ class ChatConstraint:
         return self.error is None and self._matcher is not None and self._answer_started and self._matcher.is_stopped()
 
     # ---- helpers --------------------------------------------------------------------------------------------
-
-    @property
-    def _forcing(self) -> bool:
-        return (
-            self.state is ThinkState.THINKING and self._budget is not None and self.thought_tokens >= self._budget
-        )
 
     def _accept_answer(self, token_id: int) -> None:
         tok = self._tok
