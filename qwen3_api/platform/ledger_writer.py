@@ -67,6 +67,11 @@ class LedgerWriter:
 
     async def _drain(self) -> None:
         while self._queue:
+            # Let requests that are about to settle in this same loop turn join the batch (free at low load).
+            seen = -1
+            while seen != len(self._queue) and len(self._queue) < self.max_batch:
+                seen = len(self._queue)
+                await asyncio.sleep(0)
             batch = self._failed + self._queue[: self.max_batch]
             self._failed, self._queue = [], self._queue[self.max_batch:]
             ok = await self._commit(batch)
