@@ -185,3 +185,19 @@ def test_upstream_requests_hold_credit_on_an_upper_bound_of_the_prompt(db, gatew
         c.chat.completions.create(model="up/model", messages=[{"role": "user", "content": "x" * 100}], max_tokens=100)
     assert err.value.status_code == 402
     assert ledger(db) == []
+
+
+def test_client_leaving_an_upstream_stream_is_charged_for_the_chunks_it_got(db, gateway_server) -> None:  # noqa: ANN001
+    server, gw, cat = gateway_server
+    key, rec = gw.keys.create("leaver", credit=Decimal("1"))
+    body = {"model": "up/model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50, "stream": True,
+            "x_chunk_delay": 0.3}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # one content chunk, then gone
+    [row] = wait_ledger(db, 1)
+    assert row["status"] == "cancelled" and row["streamed"] is True and 1 <= row["completion_tokens"] < 4
+    assert row["cost"] == price(cat.get("up/model"), Usage(row["prompt_tokens"], row["completion_tokens"]))
+    assert state(gw, rec).spent == row["cost"]
