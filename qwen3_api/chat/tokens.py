@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -73,11 +73,24 @@ class ChatTokenizer:
             raise ValueError(f"the tokenizer has no token {text!r}")
         return tid
 
+    def _is_byte_level(self) -> bool:
+        if isinstance(self.tokenizer.decoder, decoders.ByteLevel):
+            return True
+        spec = json.loads(self.tokenizer.to_str()).get("decoder") or {}
+        parts = spec.get("decoders", [spec]) if spec.get("type") == "Sequence" else [spec]
+        return any(p.get("type") == "ByteLevel" for p in parts)
+
     def _build_byte_table(self, added: dict[int, Any]) -> list[bytes]:
         table: list[bytes] = [b""] * self.vocab_size
+        byte_level = self._is_byte_level()
         for tid in range(self.vocab_size):
             if tid in added:
                 table[tid] = added[tid].content.encode("utf-8")
+                continue
+            if not byte_level:
+                # Not byte-level BPE (sentencepiece-style): a token's text is the best we can do; partial
+                # characters cannot occur as bytes there anyway.
+                table[tid] = self.tokenizer.decode([tid], skip_special_tokens=False).encode("utf-8")
                 continue
             piece = self.tokenizer.id_to_token(tid)
             if piece is None:
