@@ -149,6 +149,8 @@ class ChoiceProcessor:
                 if self._split.state is ThinkState.ANSWER:
                     self._reason_trim.drop()
                     self._segment = "answer"
+            elif self._tools is not None and self._tools.in_block:
+                d.tool_calls += self._tools.push(rest)
             else:
                 self._content_text(rest, d, None)
             return

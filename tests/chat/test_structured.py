@@ -219,3 +219,16 @@ def test_bad_requests_are_400(tok):
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/missing"}}})
     assert e.value.param == "response_format.json_schema.schema"
     assert constraint_factory(tok, prompt_ids=prompt) is None
+
+
+def test_required_keeps_the_reasoning(tok, bias):
+    """Peer pitfall #9: tool_choice required with thinking on still returns the reasoning, then the calls."""
+    tools = [WEATHER, TIME]
+    prompt = _prompt(tok, thinking=True, tools=tools)
+    factory = constraint_factory(tok, prompt_ids=prompt, tools=tools, tool_choice="required",
+                                 parallel_tool_calls=False)
+    script = tok.encode("<think>\nThe user wants the weather.\n</think>\n\n")
+    final, tokens = _run(tok, factory, prompt, 1, bias, script=script, tools=True)
+    assert tokens[: len(script)] == script  # the "\n\n" separator is allowed before the grammar starts
+    assert final.reasoning == "The user wants the weather."
+    assert final.content is None and final.finish_reason == "tool_calls" and len(final.tool_calls) == 1
