@@ -53,6 +53,7 @@ class ScriptedEngine:
             raise PromptTooLongError(len(prompt_ids), self.max_model_len, "the model's context")
         self.requests.append((list(prompt_ids), params, request_id))
         self.active.add(request_id)
+        finished = False
         try:
             plans = [self.script(prompt_ids, params, i) for i in range(params.n)]
             limit = params.max_tokens or 10**9
@@ -80,13 +81,17 @@ class ScriptedEngine:
                     outs.append(CompletionOutput(index=i, token_ids=[tid], logprobs=lp, finish_reason=reason,
                                                  num_tokens=step + 1))
                 step += 1
-                yield RequestOutput(request_id, list(prompt_ids), 0, outs, finished=all(done))
+                finished = all(done)
+                yield RequestOutput(request_id, list(prompt_ids), 0, outs, finished=finished)
                 await asyncio.sleep(self.step_s)
         finally:
+            # As the real engine: an iterator closed before the end aborts its request.
+            if not finished and request_id not in self.aborted:
+                self.aborted.append(request_id)
             self.active.discard(request_id)
 
     async def abort(self, request_id: str) -> None:
-        if request_id in self.active:
+        if request_id in self.active and request_id not in self.aborted:
             self.aborted.append(request_id)
         self.active.discard(request_id)
 

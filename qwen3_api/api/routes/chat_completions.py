@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from qwen3_api.api.chat_request import PreparedChat, prepare_chat
@@ -30,7 +30,15 @@ from qwen3_api.api.responses import (
 )
 from qwen3_api.api.schemas import ChatCompletionRequest
 from qwen3_api.api.state import AppState, get_state
-from qwen3_api.api.streaming import DONE, SSEResponse, sse_error, sse_event, stream_error, with_keepalive
+from qwen3_api.api.streaming import (
+    DONE,
+    SSEResponse,
+    sse_error,
+    sse_event,
+    stream_error,
+    unless_disconnected,
+    with_keepalive,
+)
 from qwen3_api.api.usage import usage_body
 from qwen3_api.chat.output import Delta as ChatDelta
 from qwen3_api.chat.output import FinalChoice
@@ -78,18 +86,15 @@ class _Choices:
             if f is None:
                 self.finish(i, engine_reason)
 
-    async def run(self, on_delta: Any = None) -> None:
-        """Drive the engine to the end; ``on_delta(index, delta, final|None)`` sees each visible change."""
+    async def run(self) -> None:
+        """Drive the engine to the end (the non-streaming path)."""
         async for out in self.gen.stream():
             for o in out.outputs:
                 if self.finals[o.index] is not None:
                     continue
                 d = self.feed(o.index, o.token_ids, o.logprobs)
-                final = None
                 if d.stop_matched is not None or o.finish_reason is not None:
-                    final = self.finish(o.index, o.finish_reason if d.stop_matched is None else "stop")
-                if on_delta is not None and (not d.empty or final is not None):
-                    await on_delta(o.index, d, final)
+                    self.finish(o.index, o.finish_reason if d.stop_matched is None else "stop")
             if not self.open:
                 break
         await self.gen.abort()  # choices ended by stop strings leave the engine request running
@@ -120,7 +125,8 @@ def _delta(d: ChatDelta, exclude_reasoning: bool) -> Delta:
              responses={400: {"description": "invalid parameters"}, 401: {"description": "bad API key"},
                         402: {"description": "insufficient credits"}, 404: {"description": "unknown model"},
                         413: {"description": "body too large"}, 429: {"description": "rate limited"}})
-async def create_chat_completion(req: ChatCompletionRequest, state: AppState = Depends(get_state),
+async def create_chat_completion(req: ChatCompletionRequest, request: Request,
+                                 state: AppState = Depends(get_state),
                                  principal: Any = Depends(authenticate)) -> Response:
     """Chat completion, OpenAI-compatible, with reasoning, tools, structured output and streaming."""
     entry = state.entry(req.model)
@@ -140,7 +146,9 @@ async def create_chat_completion(req: ChatCompletionRequest, state: AppState = D
     if not req.stream:
         async with gen:
             choices = _Choices(prep, gen)
-            await choices.run()
+            if not await unless_disconnected(request, choices.run):
+                choices.finish_all("abort")
+                return Response(status_code=499)  # nobody reads it; the generation settles as cancelled
             gen.complete()
             cost = await gen.settle("completed")
         body = ChatCompletionResponse(id=rid, created=created, model=entry.id, usage=usage_body(gen, cost),
