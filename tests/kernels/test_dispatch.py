@@ -30,3 +30,10 @@ def test_cuda_resolves_to_the_triton_kernels():
     assert kernels.store_kvcache is triton_attention.store_kvcache
     assert kernels.paged_attention.__wrapped__ is triton_attention.paged_attention
     assert _kernels_for("cuda", "torch") is TORCH_KERNELS
+
+
+def test_rms_norm_dispatch_cpu_torch_cuda_triton():
+    from qwen3_api.kernels import torch_ops, triton_norm
+
+    assert TORCH_KERNELS.rms_norm is torch_ops.rms_norm
+    assert _kernels_for("cuda", "auto").rms_norm is triton_norm.rms_norm
