@@ -22,12 +22,13 @@ TRITON_MODULE = "qwen3_api.kernels.triton_ops"
 
 @dataclass(frozen=True, slots=True)
 class Kernels:
-    """The three hot paths the model calls; see docs/CONTRACTS.md for their signatures."""
+    """The hot paths the model calls; see docs/CONTRACTS.md for their signatures."""
 
     name: str
     fused_moe: Callable[..., torch.Tensor]
     paged_attention: Callable[..., torch.Tensor]
     store_kvcache: Callable[..., None]
+    rms_norm: Callable[..., torch.Tensor]
 
 
 TORCH_KERNELS = Kernels(
@@ -35,6 +36,7 @@ TORCH_KERNELS = Kernels(
     fused_moe=torch_ops.fused_moe,
     paged_attention=torch_ops.paged_attention,
     store_kvcache=torch_ops.store_kvcache,
+    rms_norm=torch_ops.rms_norm,
 )
 
 
@@ -55,7 +57,7 @@ def _kernels_for(device_type: str, choice: str) -> Kernels:
         return TORCH_KERNELS
     ops = {
         name: getattr(triton_ops, name, getattr(torch_ops, name))
-        for name in ("fused_moe", "paged_attention", "store_kvcache")
+        for name in ("fused_moe", "paged_attention", "store_kvcache", "rms_norm")
     }
     if "k" not in inspect.signature(ops["paged_attention"]).parameters:
         ops["paged_attention"] = _drop_new_kv(ops["paged_attention"])

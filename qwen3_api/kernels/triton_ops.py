@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from qwen3_api.kernels.triton_attention import paged_attention, store_kvcache
 from qwen3_api.kernels.triton_moe import fused_moe
+from qwen3_api.kernels.triton_norm import rms_norm
 
-__all__ = ["fused_moe", "paged_attention", "store_kvcache"]
+__all__ = ["fused_moe", "paged_attention", "rms_norm", "store_kvcache"]
