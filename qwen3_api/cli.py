@@ -27,8 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qwen3_api.model.errors import CheckpointError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CheckpointError as exc:  # a model that cannot be found, fetched or loaded: say why, no traceback
+        print(f"qwen3-api: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from qwen3_api.model.errors import ConfigError
+
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "yarn")
 # Qwen3 checkpoints advertise max_position_embeddings=40960 (32K context + 8K of generation room) but were
@@ -25,10 +27,6 @@ _DTYPES = {
     "float16": torch.float16,
     "half": torch.float16,
 }
-
-
-class ConfigError(ValueError):
-    """config.json describes a model this implementation does not support (the message names what)."""
 
 
 def parse_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.bfloat16) -> torch.dtype:

@@ -17,17 +17,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from qwen3_api.model.config import ConfigError, ModelConfig, parse_dtype
+from qwen3_api.model.config import ModelConfig, parse_dtype
+from qwen3_api.model.errors import CheckpointError
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 from qwen3_api.model.safetensors_mmap import SafetensorsFile, SafetensorsFormatError
 
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MAX_NAMES = 5
-
-
-class CheckpointError(ValueError):
-    """The model cannot be loaded: not found, or its tensors do not match the config (names them)."""
 
 
 @dataclass(slots=True)
@@ -98,8 +95,9 @@ def resolve_model_path(model: str | Path) -> Path:
     except Exception as exc:  # offline, unknown repo, gated, network errors: one clear message
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         hint = " (HF_HUB_OFFLINE is set)" if offline else ""
+        detail = str(exc).strip().rstrip(".")
         raise CheckpointError(
-            f"could not fetch {name!r} from the Hugging Face hub{hint}: {type(exc).__name__}: {exc}. "
+            f"could not fetch {name!r} from the Hugging Face hub{hint}: {type(exc).__name__}: {detail}. "
             "Download it on a machine with network access and pass the local directory instead."
         ) from exc
 
@@ -192,10 +190,7 @@ def load_model(
     """Load a checkpoint (local dir or hub id) into a Qwen3ForCausalLM on device, in dtype (default: the
     checkpoint's torch_dtype). max_model_len beyond the native context switches on YaRN."""
     path = resolve_model_path(model)
-    try:
-        config = ModelConfig.from_pretrained(path)
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from exc
+    config = ModelConfig.from_pretrained(path)
     if max_model_len is not None:
         config = config.with_max_model_len(max_model_len)
     target_dtype = parse_dtype(dtype, default=config.torch_dtype)

@@ -14,15 +14,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
-from tokenizers import Tokenizer
+# `qwen3-api` imports this module to register its subcommand: torch, tokenizers and safetensors are
+# imported inside the functions that use them so `qwen3-api --help` does not wait for them.
+if TYPE_CHECKING:
+    import torch
+    from tokenizers import Tokenizer
 
-from qwen3_api.model.config import ModelConfig, parse_dtype
-from qwen3_api.model.demo_tokenizer import write_demo_tokenizer
-from qwen3_api.model.loader import expected_tensors
+    from qwen3_api.model.config import ModelConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 DEMO_MODEL = {"layers": 2, "hidden": 64, "experts": 8, "top_k": 2, "dtype": "float32"}
@@ -107,6 +107,10 @@ def tiny_config(
 
 def random_weights(config: ModelConfig, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Every checkpoint tensor, random but with unit-scale activations (so logits are not all alike)."""
+    import torch
+
+    from qwen3_api.model.loader import expected_tensors
+
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, shape in sorted(expected_tensors(config).items()):
@@ -141,6 +145,12 @@ def make_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a random-weight Qwen3(-MoE) checkpoint with a tokenizer into out_dir; deterministic per seed."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer
+
+    from qwen3_api.model.config import ModelConfig, parse_dtype
+    from qwen3_api.model.demo_tokenizer import write_demo_tokenizer
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is not None:

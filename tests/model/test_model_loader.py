@@ -194,3 +194,12 @@ def test_peak_memory_while_loading_stays_near_model_size(tmp_path) -> None:
     rise, size = json.loads(done.stdout.strip().splitlines()[-1])
     assert size > 20 * 2**20
     assert rise < 1.4 * size
+
+
+def test_cli_reports_an_unreachable_hub_id_without_a_traceback(tmp_path) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", "Qwen/Qwen3-30B-A3B", "--no-auth"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "qwen3-api: error: could not fetch 'Qwen/Qwen3-30B-A3B'" in done.stderr
