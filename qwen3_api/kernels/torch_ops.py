@@ -111,9 +111,10 @@ def _decode_attention(
     return out.view_as(q)
 
 
-# Below this many bytes of gathered expert weights a step (decode batches of small models) one batched
-# matmul over per-pair weight copies beats a loop of tiny per-expert matmuls; real-size experts never qualify.
-GATHER_BYTES = 1 << 22
+# Below this many bytes of gathered w13 copies a step (decode batches of small models) one batched matmul
+# over per-pair weight copies beats a loop of tiny per-expert matmuls (~10 ops per expert at several us each);
+# above it the copies cost more than the ops they save. Real-size experts (6 MB each) never qualify.
+GATHER_BYTES = 1 << 19
 
 
 def _gathered_moe(
