@@ -74,7 +74,12 @@ class LedgerWriter:
                 await asyncio.sleep(0)
             batch = self._failed + self._queue[: self.max_batch]
             self._failed, self._queue = [], self._queue[self.max_batch:]
-            ok = await self._commit(batch)
+            try:
+                ok = await self._commit(batch)
+            except BaseException:
+                # Cancelled mid-commit (loop shutting down): keep the rows for flush()/flush_sync().
+                self._failed = batch + self._failed
+                raise
             if not ok:
                 self._failed = batch
             for item in batch:
