@@ -22,6 +22,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * xf.to(x.dtype)
 
 
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, D] rotated (neox / rotate_half layout); cos, sin [T, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
 def store_kvcache(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
@@ -50,60 +57,99 @@ def paged_attention(
 
     The new tokens' K/V must already be in the cache (store_kvcache). When k, v [T, Hkv, D] of the new tokens
     are also given, a sequence with no earlier history attends to them directly instead of gathering blocks.
+    Single-token sequences (decodes) are batched into one SDPA call, also inside a mixed prefill batch.
     """
     if attn.is_decode:
-        return _decode_attention(q, k_cache, v_cache, attn, scale)
-    block_size = k_cache.shape[1]
+        return _decode_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.max_context_len,
+                                 scale)  # fmt: skip
     out = torch.empty_like(q)
+    decodes: list[int] = []  # sequence indices of single-token queries with a history
+    decode_rows: list[int] = []  # and where their token sits in the flat batch
     start = 0
     for b, (q_len, ctx_len) in enumerate(zip(attn.query_lens_cpu, attn.context_lens_cpu, strict=True)):
-        end = start + q_len
-        # 4-D [1, H, L, D]: with 3-D inputs CPU SDPA falls back to the slow math kernel
-        qb = q[start:end].transpose(0, 1).unsqueeze(0)
-        if q_len == ctx_len and k is not None and v is not None:
-            kb, vb = k[start:end], v[start:end]
-            mask, causal = None, True
+        if q_len == 1 and ctx_len > 1:
+            decodes.append(b)
+            decode_rows.append(start)
         else:
-            blocks = attn.block_tables[b, : -(-ctx_len // block_size)]
-            kb = _gather_history(k_cache, blocks, ctx_len)
-            vb = _gather_history(v_cache, blocks, ctx_len)
-            # query i sits at absolute position ctx_len - q_len + i: a causal mask aligned bottom-right
-            rows = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
-            mask = torch.arange(ctx_len, device=q.device)[None, :] <= rows[:, None]
-            causal = False
-        ob = F.scaled_dot_product_attention(
-            qb,
-            kb.transpose(0, 1).unsqueeze(0).to(q.dtype),
-            vb.transpose(0, 1).unsqueeze(0).to(q.dtype),
-            attn_mask=mask,
-            is_causal=causal,
-            scale=scale,
-            enable_gqa=True,
+            new_kv = (k[start : start + q_len], v[start : start + q_len]) if k is not None and v is not None else None
+            out[start : start + q_len] = _prefill_attention(
+                q[start : start + q_len], k_cache, v_cache, attn.block_tables[b], ctx_len, scale, new_kv
+            )
+        start += q_len
+    if len(decodes) == 1:
+        b, row = decodes[0], decode_rows[0]
+        out[row : row + 1] = _prefill_attention(
+            q[row : row + 1], k_cache, v_cache, attn.block_tables[b], attn.context_lens_cpu[b], scale, None
         )
-        out[start:end] = ob[0].transpose(0, 1)
-        start = end
+    elif decodes:
+        rows = torch.tensor(decode_rows, device=q.device)
+        seqs = torch.tensor(decodes, device=q.device)
+        out[rows] = _decode_attention(
+            q[rows], k_cache, v_cache, attn.block_tables.index_select(0, seqs), attn.context_lens.index_select(0, seqs),
+            max(attn.context_lens_cpu[b] for b in decodes), scale,
+        )  # fmt: skip
     return out
 
 
-def _decode_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, attn: AttentionMetadata, scale: float
+def _prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    ctx_len: int,
+    scale: float,
+    new_kv: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    """All sequences have one query token: gather every history once, pad, mask, one SDPA call."""
-    num_seqs = attn.num_seqs
-    block_size = k_cache.shape[1]
-    num_blocks = -(-attn.max_context_len // block_size)
-    blocks = attn.block_tables[:, :num_blocks].reshape(-1)
-    length = attn.max_context_len
+    """One sequence: q [n, Hq, D] are the last n of its ctx_len positions -> [n, Hq, D]."""
+    q_len = q.shape[0]
+    # 4-D [1, H, L, D]: with 3-D inputs CPU SDPA falls back to the slow math kernel
+    qb = q.transpose(0, 1).unsqueeze(0)
+    if q_len == ctx_len and new_kv is not None:
+        kb, vb = new_kv
+        mask, causal = None, True
+    else:
+        blocks = block_table[: -(-ctx_len // k_cache.shape[1])]
+        kb = _gather_history(k_cache, blocks, ctx_len)
+        vb = _gather_history(v_cache, blocks, ctx_len)
+        # query i sits at absolute position ctx_len - q_len + i: a causal mask aligned bottom-right
+        rows = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
+        mask = torch.arange(ctx_len, device=q.device)[None, :] <= rows[:, None]
+        causal = False
+    out = F.scaled_dot_product_attention(
+        qb,
+        kb.transpose(0, 1).unsqueeze(0).to(q.dtype),
+        vb.transpose(0, 1).unsqueeze(0).to(q.dtype),
+        attn_mask=mask,
+        is_causal=causal,
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out[0].transpose(0, 1)
+
+
+def _decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    max_context_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """One query token per sequence: gather every history once, pad, mask, one SDPA call."""
+    num_seqs = q.shape[0]
+    num_blocks = -(-max_context_len // k_cache.shape[1])
+    blocks = block_tables[:, :num_blocks].reshape(-1)
     tail = k_cache.shape[2:]
     # index_select on the flattened table is several times faster than k_cache[blocks] (advanced indexing)
     # [B*nb, bs, Hkv, D] -> [B, Hkv, L, D]
-    kb = k_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :length].transpose(1, 2).to(q.dtype)
-    vb = v_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :length].transpose(1, 2).to(q.dtype)
-    valid = torch.arange(length, device=q.device)[None, :] < attn.context_lens[:, None]
+    kb = k_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :max_context_len].transpose(1, 2)
+    vb = v_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :max_context_len].transpose(1, 2)
+    valid = torch.arange(max_context_len, device=q.device)[None, :] < context_lens[:, None]
     out = F.scaled_dot_product_attention(
         q.view(num_seqs, q.shape[1], 1, q.shape[-1]),
-        kb,
-        vb,
+        kb.to(q.dtype),
+        vb.to(q.dtype),
         attn_mask=valid[:, None, None, :],
         scale=scale,
         enable_gqa=True,

@@ -108,3 +108,16 @@ def test_store_kvcache_writes_the_slots() -> None:
 def test_cpu_gets_the_torch_kernels() -> None:
     kernels = get_kernels("cpu")
     assert kernels.name == "torch" and kernels.fused_moe is torch_ops.fused_moe
+
+
+def test_mixed_batch_with_several_decodes_matches_naive() -> None:
+    """Prefill chunks, a fresh prompt and three decodes in one flat batch (the decodes share one SDPA call)."""
+    query_lens, context_lens = [1, 6, 1, 3, 1, 4], [12, 6, 3, 9, 20, 4]
+    q, k_cache, v_cache, attn, histories = _scattered_batch(query_lens, context_lens, seed=4)
+    assert not attn.is_decode
+    expected = torch.cat([
+        _naive_attention(qs, keys, values, c - n, 0.5)
+        for qs, (keys, values), n, c in zip(q.split(query_lens), histories, query_lens, context_lens, strict=True)
+    ])  # fmt: skip
+    torch.testing.assert_close(torch_ops.paged_attention(q, k_cache, v_cache, attn, 0.5), expected,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
