@@ -55,5 +55,6 @@ def triton_kernels() -> Kernels:
 def use_triton_kernels(monkeypatch: pytest.MonkeyPatch) -> Kernels:
     """Make the model call the Triton kernels for CPU tensors for the duration of one test."""
     kernels = triton_kernels()
-    monkeypatch.setattr("qwen3_api.model.qwen3.get_kernels", lambda device: kernels)
+    for module in ("qwen3_api.model.qwen3", "qwen3_api.model.layers"):
+        monkeypatch.setattr(f"{module}.get_kernels", lambda device: kernels)
     return kernels

@@ -37,3 +37,10 @@ def test_rms_norm_dispatch_cpu_torch_cuda_triton():
 
     assert TORCH_KERNELS.rms_norm is torch_ops.rms_norm
     assert _kernels_for("cuda", "auto").rms_norm is triton_norm.rms_norm
+
+
+def test_rotary_dispatch_cpu_torch_cuda_triton():
+    from qwen3_api.kernels import torch_ops, triton_rotary
+
+    assert TORCH_KERNELS.rotary is torch_ops.rotary
+    assert _kernels_for("cuda", "auto").rotary is triton_rotary.rotary

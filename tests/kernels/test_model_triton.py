@@ -34,7 +34,8 @@ def test_triton_path_matches_torch_path_fp32(use_triton_kernels, monkeypatch):  
         ([1, 1, 1], [21, 23, 6], torch.randint(0, 128, (3,), generator=gen).tolist()),
     ]
     triton_out, triton_cache = run_steps(net, steps, tables)
-    monkeypatch.setattr("qwen3_api.model.qwen3.get_kernels", lambda device: TORCH_KERNELS)
+    for module in ("qwen3_api.model.qwen3", "qwen3_api.model.layers"):
+        monkeypatch.setattr(f"{module}.get_kernels", lambda device: TORCH_KERNELS)
     torch_out, torch_cache = run_steps(net, steps, tables)
     for a, b in zip(triton_out, torch_out, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
