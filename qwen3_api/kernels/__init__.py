@@ -29,6 +29,7 @@ class Kernels:
     paged_attention: Callable[..., torch.Tensor]
     store_kvcache: Callable[..., None]
     rms_norm: Callable[..., torch.Tensor]
+    rotary: Callable[..., torch.Tensor]
 
 
 TORCH_KERNELS = Kernels(
@@ -37,6 +38,7 @@ TORCH_KERNELS = Kernels(
     paged_attention=torch_ops.paged_attention,
     store_kvcache=torch_ops.store_kvcache,
     rms_norm=torch_ops.rms_norm,
+    rotary=torch_ops.rotary,
 )
 
 
@@ -57,7 +59,7 @@ def _kernels_for(device_type: str, choice: str) -> Kernels:
         return TORCH_KERNELS
     ops = {
         name: getattr(triton_ops, name, getattr(torch_ops, name))
-        for name in ("fused_moe", "paged_attention", "store_kvcache", "rms_norm")
+        for name in ("fused_moe", "paged_attention", "store_kvcache", "rms_norm", "rotary")
     }
     if "k" not in inspect.signature(ops["paged_attention"]).parameters:
         ops["paged_attention"] = _drop_new_kv(ops["paged_attention"])

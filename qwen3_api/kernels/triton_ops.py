@@ -5,5 +5,6 @@ from __future__ import annotations
 from qwen3_api.kernels.triton_attention import paged_attention, store_kvcache
 from qwen3_api.kernels.triton_moe import fused_moe
 from qwen3_api.kernels.triton_norm import rms_norm
+from qwen3_api.kernels.triton_rotary import rotary
 
-__all__ = ["fused_moe", "paged_attention", "rms_norm", "store_kvcache"]
+__all__ = ["fused_moe", "paged_attention", "rms_norm", "rotary", "store_kvcache"]

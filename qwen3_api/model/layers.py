@@ -93,10 +93,8 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, D] rotated (neox / rotate_half layout); cos, sin [T, D]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    """x [T, heads, D] rotated (neox / rotate_half layout); cos, sin [T, D]. One launch on CUDA."""
+    return get_kernels(x.device).rotary(x, cos, sin)
 
 
 class Qwen3Attention(nn.Module):
