@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from qwen3_api.errors import APIError
 from qwen3_api.platform import ledger
@@ -37,7 +38,7 @@ from qwen3_api.platform.keys import KeyRecord, KeyStore, hash_key
 from qwen3_api.platform.ledger import GenerationRecord
 from qwen3_api.platform.ledger_writer import LedgerItem, LedgerWriter
 from qwen3_api.platform.pricing import Usage, price, reservation
-from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateLimiter
+from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateDecision, RateLimiter
 
 log = logging.getLogger("qwen3_api.platform.gateway")
 ANONYMOUS = "anonymous"
@@ -99,6 +100,12 @@ def _auth_error(message: str) -> APIError:
                     headers={"WWW-Authenticate": "Bearer"})
 
 
+def _store_down(exc: Exception) -> APIError:
+    log.error("key/ledger database unavailable: %r", exc)
+    return APIError(503, "The API key store is temporarily unavailable; retry shortly.", "server_error",
+                    code="service_unavailable", headers={"Retry-After": "1"})
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
     if not authorization:
@@ -134,7 +141,10 @@ class Gateway:
         hit = self._cache.get(key_hash)
         if hit is not None and now - hit[0] < self.cache_ttl_s:
             return hit[1]
-        record = await asyncio.to_thread(self.keys.get_by_hash, key_hash)
+        try:
+            record = await asyncio.to_thread(self.keys.get_by_hash, key_hash)
+        except SQLAlchemyError as exc:
+            raise _store_down(exc) from None
         principal = Principal.from_record(record) if record else None
         self._cache[key_hash] = (now, principal)
         self._cache.move_to_end(key_hash)
@@ -176,8 +186,12 @@ class Gateway:
         """Rate limits (429) then the credit reservation of the request's maximum cost (402)."""
         admission = Admission(principal, entry, generation_id, prompt_tokens, max_tokens)
         tokens = prompt_tokens + max_tokens
-        decision = await self.limiter.acquire(principal.key_hash, generation_id, rpm=principal.rpm,
-                                              tpm=principal.tpm, tokens=tokens)
+        try:
+            decision = await self.limiter.acquire(principal.key_hash, generation_id, rpm=principal.rpm,
+                                                  tpm=principal.tpm, tokens=tokens)
+        except Exception as exc:  # noqa: BLE001 - limits fail open; credits (the database) still hold
+            log.error("rate limiter unavailable, admitting %s without rate limits: %r", generation_id, exc)
+            decision = RateDecision(True)
         admission.headers = decision.headers() if (principal.rpm or principal.tpm) else {}
         if not decision.allowed:
             if decision.too_large:
@@ -197,8 +211,10 @@ class Gateway:
             self._ensure_sweeper()
             try:
                 ok = await self.leases.hold(principal.key_id, amount)
-            except BaseException:
+            except BaseException as exc:
                 await self._release_rate(admission)
+                if isinstance(exc, SQLAlchemyError):
+                    raise _store_down(exc) from None
                 raise
             if not ok:
                 await self._release_rate(admission)
@@ -212,7 +228,10 @@ class Gateway:
     async def _release_rate(self, admission: Admission) -> None:
         if admission.rate_limited:
             admission.rate_limited = False
-            await self.limiter.release(admission.principal.key_hash, admission.generation_id)
+            try:
+                await self.limiter.release(admission.principal.key_hash, admission.generation_id)
+            except Exception:  # the entry simply ages out of the window
+                log.exception("rate-limit release failed for %s", admission.generation_id)
 
     # -- settlement ---------------------------------------------------------------------------------
     async def settle(self, admission: Admission, usage: Usage, *, status: str, streamed: bool,
@@ -282,8 +301,11 @@ class Gateway:
     # -- self-service -------------------------------------------------------------------------------
     async def get_generation(self, principal: Principal, generation_id: str) -> GenerationRecord:
         """A ledger row, only to the key that made it (404 otherwise, so ids cannot be probed)."""
-        record = self.writer.pending(generation_id) or await self.db.run(
-            lambda conn: ledger.get_generation(conn, generation_id))
+        try:
+            record = self.writer.pending(generation_id) or await self.db.run(
+                lambda conn: ledger.get_generation(conn, generation_id))
+        except SQLAlchemyError as exc:
+            raise _store_down(exc) from None
         if record is None or not hmac.compare_digest(record.key_hash, principal.key_hash):
             raise APIError(404, f"No generation '{generation_id}' for this key.", "not_found_error",
                            param="id", code="generation_not_found")
@@ -298,7 +320,10 @@ class Gateway:
             return record, ledger.usage_since(conn, principal.key_hash, since)
 
         await self.writer.flush()  # read-your-writes on this replica
-        record, day = await self.db.run(read)
+        try:
+            record, day = await self.db.run(read)
+        except SQLAlchemyError as exc:
+            raise _store_down(exc) from None
         if record is None:  # the anonymous --no-auth principal
             return {"data": {"label": principal.label, "name": principal.name, "limit": None, "usage": None,
                              "limit_remaining": None, "rate_limit": {"requests_per_minute": None,

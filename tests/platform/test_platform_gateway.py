@@ -186,3 +186,27 @@ def test_many_concurrent_holds_on_one_lease_all_succeed_and_idle_leases_return(d
     assert held > 0
     after = gw.keys.get(rec.id)
     assert after.reserved == 0 and after.spent == 64 * price(ENTRY, Usage(10, 5))
+
+
+def test_key_store_down_is_503_not_500_and_redis_down_fails_open(db: Database) -> None:
+    from qwen3_api.platform.ratelimit import RedisRateLimiter
+
+    down = Gateway(Database("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"))
+
+    async def run_down() -> None:
+        with pytest.raises(APIError) as err:
+            await down.authenticate("Bearer sk-whatever")
+        assert err.value.status == 503 and err.value.headers["Retry-After"] == "1"
+
+    asyncio.run(run_down())
+    gw = Gateway(db, limiter=RedisRateLimiter("redis://127.0.0.1:1/0"))
+    key, _ = gw.keys.create("no-redis", rpm=1)
+
+    async def run_no_redis() -> None:
+        p = await gw.authenticate(f"Bearer {key}")
+        for i in range(3):  # rpm=1, but the limiter is unreachable: admitted, logged
+            adm = await gw.admit(p, ENTRY, prompt_tokens=1, max_tokens=1, generation_id=f"nr{i}")
+            await gw.settle(adm, Usage(1, 1), status="completed", streamed=False, ttft_s=None, duration_s=0.01)
+
+    asyncio.run(run_no_redis())
+    assert count(db) == 3
