@@ -3,7 +3,7 @@
 The unit tests run the kernels under TRITON_INTERPRET=1 on CPU; this script runs them compiled, at the
 Qwen3-30B-A3B shapes, against the torch kernels on the same GPU, then checks the engine end to end:
 
-1. fused_moe (E=128, H=2048, I=768, top-8) for several batch sizes, float32 and bf16;
+1. fused_moe (E=128, H=2048, I=768, top-8) for several batch sizes, float32 and bf16; rms_norm and rotary;
 2. paged attention (32 q / 4 kv heads, head_dim 128): decode with long scattered histories, chunked prefill
    over a cached prefix, float32 and bf16;
 3. the engine's greedy tokens on a tiny random model: GPU float32 (Triton + CUDA graphs) == CPU float32, token
@@ -87,6 +87,26 @@ def check_attention(device: str, small: bool) -> None:
             check(f"paged_attention {name} {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
 
 
+def check_elementwise(device: str, small: bool) -> None:
+    from qwen3_api.kernels import torch_ops, triton_norm, triton_rotary
+
+    t, heads, d = (5, 4, 16) if small else (300, 32, 128)
+    gen = torch.Generator(device=device).manual_seed(2)
+    for dtype in (torch.float32, torch.bfloat16):
+        # compiled, both round to nearest even in the same order: within one ulp of the dtype; the
+        # interpreter (--cpu-smoke) does not round to nearest even, hence the looser smoke limit
+        tol = 1e-5 if dtype == torch.float32 else 2**-5 if small else 2**-7
+        x = (torch.randn(t, heads, d, device=device, generator=gen) * 3).to(dtype)
+        w = (1 + 0.1 * torch.randn(d, device=device, generator=gen)).to(dtype)
+        err = rel_err(triton_norm.rms_norm(x, w, 1e-6), torch_ops.rms_norm(x, w, 1e-6))
+        check(f"rms_norm {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
+        angle = torch.arange(t, device=device)[:, None] * torch.rand(d // 2, device=device, generator=gen)
+        emb = torch.cat((angle, angle), dim=-1)
+        cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        err = rel_err(triton_rotary.rotary(x, cos, sin), torch_ops.rotary(x, cos, sin))
+        check(f"rotary {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
+
+
 def greedy(
     net: torch.nn.Module, prompts: list[list[int]], max_tokens: int
 ) -> dict[str, tuple[list[int], list]]:
@@ -160,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     FAILURES.clear()
     check_moe(device, small=args.cpu_smoke)
     check_attention(device, small=args.cpu_smoke)
+    check_elementwise(device, small=args.cpu_smoke)
     from gpu_decode import TINY, random_model
 
     from qwen3_api.model.config import ModelConfig
