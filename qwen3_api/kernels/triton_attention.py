@@ -245,12 +245,14 @@ def _num_sms() -> int:
 
 
 def default_num_splits(num_seqs: int, num_kv_heads: int, num_sms: int | None = None) -> int:
-    """KV splits for decode so that sequences x KV heads x splits fills the GPU about twice; 1..32.
+    """KV splits for decode so that sequences x KV heads x splits fills the GPU about twice: a power of two
+    in 1..32 (few kernel variants to compile).
 
     Depends on the batch size only (not on context lengths), so a captured CUDA graph stays valid.
     """
     num_sms = num_sms or _num_sms()
-    return max(1, min(32, triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))))
+    wanted = max(1, min(32, triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))))
+    return 1 << (wanted.bit_length() - 1)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:

@@ -135,3 +135,9 @@ def test_store_kvcache_writes_slots_and_skips_negative(dtype):
     assert torch.equal(kc, ref_k) and torch.equal(vc, ref_v)
     assert torch.equal(kc.view(-1, 2, 16)[17], k[1])
     assert int((kc != 0).any(-1).any(-1).sum()) == 4  # the -1 slot wrote nothing
+
+
+def test_default_splits_are_powers_of_two_that_shrink_with_the_batch():
+    splits = [ta.default_num_splits(b, 4, num_sms=132) for b in (1, 2, 3, 8, 16, 64, 128)]
+    assert splits == sorted(splits, reverse=True) and splits[0] == 32 and splits[-1] == 1
+    assert all(s & (s - 1) == 0 for s in splits)
