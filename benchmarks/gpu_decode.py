@@ -193,20 +193,23 @@ def hf_speeds(
         "experts_implementation": str(getattr(model.config, "_experts_implementation", None))
     }
     # transformers 5.x renames past_key_values to cache; use whichever this version takes.
-    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    params = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    # Only the last position's logits, as ours: a [128, 512, 151936] logits tensor alone would be 20 GB.
+    last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     deadline = time.monotonic() + args.hf_budget_s
     with torch.no_grad():
         prompt = torch.randint(0, cfg["vocab_size"], (1, args.prompt_len), device=device)
-        model(prompt)
+        model(prompt, **last)
         timer.sync()
-        out["prefill"] = args.prompt_len / timer(lambda: model(prompt))
+        out["prefill"] = args.prompt_len / timer(lambda: model(prompt, **last))
         for batch in args.batch_sizes:
             if time.monotonic() > deadline:
                 break
             try:
                 ctx = torch.randint(0, cfg["vocab_size"], (batch, args.context), device=device)
                 cache = DynamicCache(config=hf_config)
-                logits = model(ctx, **{cache_kw: cache}, use_cache=True).logits[:, -1]
+                logits = model(ctx, **{cache_kw: cache}, use_cache=True, **last).logits[:, -1]
                 steps = args.hf_steps
 
                 def run(
