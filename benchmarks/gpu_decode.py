@@ -250,6 +250,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         name = "decode, single stream" if batch == 1 else f"decode, batch {batch}"
         rows.append(Row(name, tok_s, floor, extra={"batch": batch}))
         print(f"{name}: {tok_s:.0f} tok/s (floor {floor:.0f})", flush=True)
+        gc.collect()  # this batch's KV cache and graphs go before the next batch allocates its own
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     prefill = bench_prefill(net, args.prompt_len, timer)
     prefill_floor = args.prompt_len / prefill_floor_s(config, args.prompt_len, elem, bandwidth, flops)
     rows.append(Row(f"prefill, {args.prompt_len}-token prompt", prefill, prefill_floor, extra={"batch": 0}))
