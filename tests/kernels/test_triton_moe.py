@@ -77,9 +77,12 @@ def test_fused_moe_fp32_matches_expert_loop(tokens, experts, top_k):
     torch.testing.assert_close(out, torch_ops.fused_moe(x, w13, w2, w, ids), rtol=1e-4, atol=1e-5)
 
 
-def test_fused_moe_handles_k_and_n_not_multiples_of_the_tiles():
+@pytest.mark.parametrize("block_n", [16, 64])
+def test_fused_moe_handles_k_and_n_not_multiples_of_the_tiles(block_n):
+    # block_n 64: the gate+up tile takes 32 columns of each, the down tile 64 (more than H = 40)
     x, w13, w2, w, ids = make_inputs(7, 40, 24, 6, 2, torch.float32, seed=3)
-    out = tm.fused_moe(x, w13, w2, w, ids, config={**SMALL, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 1})
+    config = {**SMALL, "BLOCK_SIZE_N": block_n, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 1}
+    out = tm.fused_moe(x, w13, w2, w, ids, config=config)
     torch.testing.assert_close(out.double(), reference_moe(x, w13, w2, w, ids), rtol=1e-4, atol=1e-5)
 
 
