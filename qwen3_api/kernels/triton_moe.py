@@ -3,8 +3,9 @@
 One MoE layer is two grouped GEMMs over the (token, expert) pairs of the batch:
 
 1. ``moe_align_block_size`` sorts the T*K pairs by expert and pads each expert's run to a multiple of
-   BLOCK_M, so that every BLOCK_M-row tile of the sorted list belongs to exactly one expert. It is pure torch
-   and never syncs with the host (the padded length is bounded statically), so it can live in a CUDA graph.
+   BLOCK_M, so that every BLOCK_M-row tile of the sorted list belongs to exactly one expert: one Triton launch
+   for decode-sized batches, torch sort ops for large ones. It never syncs with the host (the padded length
+   is bounded statically), so it can live in a CUDA graph.
 2. The gate+up GEMM reads hidden row ``pair // top_k`` straight from ``hidden``: the hidden states are never
    copied top_k times. Gate and up tiles are accumulated side by side and SiLU(gate)*up is applied before the
    store, so the [T*K, 2I] intermediate never reaches memory.
