@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -79,12 +78,11 @@ def test_transformers_loads_it_and_computes_the_same_logits(demo_dir: Path) -> N
 
 
 def test_cli_with_the_real_tokenizer(tmp_path, qwen3_tokenizer_dir: Path) -> None:
-    parser = argparse.ArgumentParser()
-    tiny.register(parser.add_subparsers())
+    from qwen3_api.cli import main
+
     out = tmp_path / "real-tok"
-    args = parser.parse_args(["make-tiny-model", str(out), "--dense", "--layers", "1", "--hidden", "32",
-                              "--heads", "2", "--kv-heads", "1", "--tokenizer", str(qwen3_tokenizer_dir)])  # fmt: skip
-    assert args.func(args) == 0
+    assert main(["make-tiny-model", str(out), "--dense", "--layers", "1", "--hidden", "32",
+                 "--heads", "2", "--kv-heads", "1", "--tokenizer", str(qwen3_tokenizer_dir)]) == 0  # fmt: skip
     raw = json.loads((out / "config.json").read_text())
     assert raw["architectures"] == ["Qwen3ForCausalLM"] and raw["vocab_size"] == 151936
     assert (out / "tokenizer.json").read_bytes() == (qwen3_tokenizer_dir / "tokenizer.json").read_bytes()
