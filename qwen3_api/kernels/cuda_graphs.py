@@ -1,9 +1,9 @@
 """CUDA-graph decode: the model's decode step captured once per batch-size bucket and replayed.
 
-A decode step of Qwen3-30B-A3B launches on the order of a thousand small kernels (48 layers of norms, rotary,
-attention, router, two MoE GEMMs...); at batch 1 their launch overhead alone is of the order of the ~1.4 ms
-the weights take to stream from HBM, so eager decode cannot reach the bandwidth floor. A graph replays them
-with one launch.
+A decode step of Qwen3-30B-A3B launches about a thousand small kernels (48 layers of norms, rotary,
+attention, router, two MoE GEMMs...). Launched one by one from Python, each costs several microseconds of
+host time, so the launches alone would take longer than the ~1.4 ms the weights need to stream from HBM
+(an estimate; benchmarks/gpu_decode.py --no-cuda-graphs measures it). A graph replays them with one launch.
 
 A graph replays fixed addresses and fixed shapes, so:
 * every input lives in a static buffer sized for the largest bucket; a batch of B sequences runs the graph
