@@ -74,7 +74,8 @@ def test_sharded_checkpoint_and_dtype_conversion(tmp_path) -> None:
     model.save_pretrained(single)
     model.save_pretrained(sharded, max_shard_size="40KB")
     assert (sharded / "model.safetensors.index.json").exists()
-    assert len(list(sharded.glob("*.safetensors"))) > 2
+    shards = sorted(sharded.glob("*.safetensors"))
+    assert len(shards) > 2
     a, _ = load_model(single, dtype=torch.float32, progress=False)
     b, _ = load_model(sharded, dtype="bfloat16", progress=False)
     assert b.dtype == torch.bfloat16
@@ -85,6 +86,9 @@ def test_sharded_checkpoint_and_dtype_conversion(tmp_path) -> None:
     gate = ckpt["model.layers.1.mlp.experts.5.gate_proj.weight"]
     up = ckpt["model.layers.1.mlp.experts.5.up_proj.weight"]
     assert torch.equal(w13[5], torch.cat([gate, up]))
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match=f"lists shards that are not in .*: {shards[1].name}"):
+        load_model(sharded, progress=False)
 
 
 @pytest.fixture()
