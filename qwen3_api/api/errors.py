@@ -26,15 +26,22 @@ def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "NamedToolChoice", "TextPart", "none"}
+
+
+def _is_type_tag(p: Any) -> bool:
+    # pydantic adds the union member / validator to the error path ("str", "list[str]", "literal['a','b']",
+    # "function-after[...]"); they mean nothing to a client.
+    return isinstance(p, str) and (p in _TYPE_TAGS or p.startswith(("list[", "dict[", "literal[", "function-",
+                                                                     "json-or-python[", "constrained-")))
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
-    parts = [p for p in loc if p != "body"]
-    # pydantic adds the union member / validator name to the path; they mean nothing to a client.
-    parts = [p for p in parts if not (isinstance(p, str) and (p.startswith(("function-", "literal[", "list[",
-                                                                             "str", "int", "dict[")) or
-                                                              p in {"NamedToolChoice", "TextPart"}))]
     out = ""
-    for p in parts:
+    for p in loc:
+        if p == "body" or _is_type_tag(p):
+            continue
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or None
 

@@ -137,3 +137,14 @@ def test_gateway_errors_keep_their_status_and_headers(make_harness: Any, chat_to
 def test_unknown_route_and_method(h: Any) -> None:
     _error(h.client.get("/v1/nothing-here"), 404)
     _error(h.client.get("/v1/chat/completions"), 405)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"stream": "maybe"}, "stream"), ({"stream_options": {"include_usage": "x"}}, "stream_options.include_usage"),
+    ({"stop": 5}, "stop"), ({"tool_choice": "sometimes"}, "tool_choice"), ({"seed": "x"}, "seed"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content"),
+    ({"chat_template_kwargs": [1]}, "chat_template_kwargs"), ({"include_reasoning": [1]}, "include_reasoning"),
+])
+def test_union_and_nested_fields_are_named(h: Any, body: dict[str, Any], param: str) -> None:
+    err = _error(h.chat(**body), 400)
+    assert err["param"] is not None and err["param"].startswith(param), err
