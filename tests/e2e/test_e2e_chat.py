@@ -150,3 +150,15 @@ def test_legacy_completions(client) -> None:  # noqa: ANN001
         model=MODEL, prompt="Once upon a time", max_tokens=8, stream=True, seed=3) if ch.choices)
     assert text == client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8,
                                              seed=3).choices[0].text
+
+
+def test_repeated_prefix_reports_cached_tokens(client, server) -> None:  # noqa: ANN001
+    system = {"role": "system", "content": "You are a careful assistant. " * 12}
+    kw = dict(model=MODEL, max_tokens=4, extra_body=NO_THINK)
+    first = client.chat.completions.create(messages=[system, {"role": "user", "content": "one"}], **kw)
+    second = client.chat.completions.create(messages=[system, {"role": "user", "content": "two"}], **kw)
+    assert second.usage.prompt_tokens_details.cached_tokens >= 16  # at least one full block of the prefix
+    assert second.usage.prompt_tokens_details.cached_tokens < second.usage.prompt_tokens
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    assert float(text.split("\nqwen3_api_prefix_cache_hit_rate ")[1].split()[0]) > 0
