@@ -19,15 +19,19 @@ most requests against its lease in memory; the same statement guards every lease
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, literal, update
 
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.tables import Money, api_keys
+
+log = logging.getLogger("qwen3_api.platform.credits")
 
 
 def reserve(conn: Connection, key_id: int, amount: Decimal) -> bool:
@@ -64,6 +68,7 @@ class _Lease:
     held: Decimal = Decimal(0)  # of which running requests hold
     last_used: float = 0.0
     uses: int = 0  # holds served since the last refill: sizes the next lease to the key's pace
+    size: Decimal = Decimal(0)  # the last lease taken; below a quarter of it left, the next is prefetched
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -88,6 +93,7 @@ class CreditLeases:
         self.max_factor = max(self.factor, max_factor)
         self.idle_s = idle_s
         self._leases: dict[int, _Lease] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def available(self, key_id: int) -> Decimal:
         """Credit this replica holds for the key and no running request uses."""
@@ -106,6 +112,8 @@ class CreditLeases:
         """Hold ``amount`` for a request; False when neither the lease nor the database has it (402)."""
         lease = self._leases.setdefault(key_id, _Lease())
         if self._take(lease, amount):
+            if lease.leased - lease.held < lease.size / 4 and not lease.lock.locked():
+                self._spawn(self._prefetch(lease, key_id, amount))
             return True
         async with lease.lock:  # one database round trip per key at a time; the others reuse its lease
             if self._take(lease, amount):
@@ -116,8 +124,28 @@ class CreditLeases:
             lease.uses = 0
             for want in dict.fromkeys((max(need, amount * factor), need)):
                 if await self._reserve(lease, key_id, want, amount):
+                    lease.size = want
                     return True
             return False
+
+    async def _prefetch(self, lease: _Lease, key_id: int, amount: Decimal) -> None:
+        # The lease is running low: top it up in the background so requests rarely wait for the database.
+        try:
+            async with lease.lock:
+                if lease.leased - lease.held >= lease.size / 4:
+                    return
+                factor = min(self.max_factor, max(self.factor, 2 * lease.uses))
+                lease.uses = 0
+                want = amount * factor
+                if await self._reserve(lease, key_id, want, Decimal(0)):
+                    lease.size = want
+        except Exception:  # noqa: BLE001 - the next request that finds the lease short tries again
+            log.exception("credit lease prefetch failed for key %s", key_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _reserve(self, lease: _Lease, key_id: int, want: Decimal, amount: Decimal) -> bool:
         task = asyncio.ensure_future(self.db.run(lambda conn: reserve(conn, key_id, want)))
@@ -126,8 +154,9 @@ class CreditLeases:
             # Take this request's share in the same step the lease lands, before any other request can.
             if not t.cancelled() and t.exception() is None and t.result():
                 lease.leased += want
-                lease.held += amount
-                lease.uses += 1
+                if amount:
+                    lease.held += amount
+                    lease.uses += 1
                 lease.last_used = time.monotonic()
 
         task.add_done_callback(landed)
@@ -173,6 +202,11 @@ class CreditLeases:
         returns = self._idle(everything)
         if returns:
             await self.db.run(self._give_back(returns))
+
+    async def wait_idle(self) -> None:
+        """Wait for background prefetches (at shutdown, before returning leases)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def return_all_sync(self) -> None:
         """``return_idle(everything=True)`` from outside any event loop (CLI tools, tests, shutdown)."""

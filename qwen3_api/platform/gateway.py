@@ -364,6 +364,7 @@ class Gateway:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.writer.flush()
         try:
+            await self.leases.wait_idle()
             await self.leases.return_idle(everything=True)
         except Exception:  # noqa: BLE001 - the database is gone; nothing more to do than say so
             log.exception("could not return credit leases at shutdown")

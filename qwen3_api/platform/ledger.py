@@ -48,9 +48,15 @@ class GenerationRecord:
         }
 
 
-def _values(record: GenerationRecord) -> dict[str, Any]:
-    if record.status not in STATUSES:
+def check_status(status: str) -> str:
+    if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
+    return status
+
+
+def row_values(record: GenerationRecord) -> dict[str, Any]:
+    """The column values of a row (status checked)."""
+    check_status(record.status)
     return {
         "id": record.id, "key_hash": record.key_hash, "model": record.model,
         "prompt_tokens": record.prompt_tokens, "cached_tokens": record.cached_tokens,
@@ -67,7 +73,7 @@ def insert_generations(conn: Connection, records: list[GenerationRecord]) -> set
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT through SQLAlchemy.
     stmt = dialect_insert(generations).on_conflict_do_nothing(index_elements=["id"]).returning(generations.c.id)
-    result = conn.execute(stmt, [_values(r) for r in records])
+    result = conn.execute(stmt, [row_values(r) for r in records])
     return {row[0] for row in result}
 
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from qwen3_api.platform import credits, ledger
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.ledger import GenerationRecord
+from qwen3_api.platform.tables import to_units
 
 log = logging.getLogger("qwen3_api.platform.ledger")
 
@@ -122,18 +123,69 @@ class LedgerWriter:
 
 
 def _write_batch(conn: Connection, batch: list[LedgerItem]) -> None:
-    moves: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     unique = list({item.record.id: item.record for item in batch}.values())
-    written = ledger.insert_generations(conn, unique)
+    releases: dict[int, Decimal] = defaultdict(Decimal)
     for item in batch:
-        inserted = item.record.id in written
-        written.discard(item.record.id)  # a second item with the same id in this batch is a duplicate
-        if not inserted:
-            log.error("generation %s was already recorded; not charged again", item.record.id)
         if item.key_id is not None:
-            move = moves[item.key_id]
-            move[0] += item.record.cost if inserted else Decimal(0)
-            move[1] += item.release
-    for key_id, (spent, release) in moves.items():
-        if spent or release:
-            credits.charge(conn, key_id, spent, release)
+            releases[item.key_id] += item.release
+    if conn.dialect.name == "postgresql":
+        written = _write_batch_pg(conn, unique, releases)
+    else:
+        written = _write_batch_generic(conn, batch, unique, releases)
+    for dup in {item.record.id for item in batch} - written:
+        log.error("generation %s was already recorded; not charged again", dup)
+
+
+def _write_batch_generic(conn: Connection, batch: list[LedgerItem], unique: list[GenerationRecord],
+                         releases: dict[int, Decimal]) -> set[str]:
+    written = ledger.insert_generations(conn, unique)
+    spent: dict[int, Decimal] = defaultdict(Decimal)
+    charged: set[str] = set()
+    for item in batch:
+        if item.key_id is not None and item.record.id in written and item.record.id not in charged:
+            spent[item.key_id] += item.record.cost
+            charged.add(item.record.id)
+    for key_id in releases.keys() | spent.keys():
+        if spent[key_id] or releases.get(key_id):
+            credits.charge(conn, key_id, spent[key_id], releases.get(key_id, Decimal(0)))
+    return written
+
+
+# One round trip for a whole batch on PostgreSQL: the rows (arrays, unnest), then each key's spend (only
+# rows actually inserted count) and lease release. Constant text, so it is prepared once, never recompiled.
+_PG_BATCH = text("""
+WITH ins AS (
+    INSERT INTO generations (id, key_hash, model, prompt_tokens, cached_tokens, completion_tokens,
+                             reasoning_tokens, cost, currency, status, streamed, ttft_s, duration_s, created_at)
+    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:key_hash AS text[]), CAST(:model AS text[]),
+                         CAST(:prompt AS int[]), CAST(:cached AS int[]), CAST(:completion AS int[]),
+                         CAST(:reasoning AS int[]), CAST(:cost AS bigint[]), CAST(:currency AS text[]),
+                         CAST(:status AS text[]), CAST(:streamed AS boolean[]), CAST(:ttft AS float8[]),
+                         CAST(:duration AS float8[]), CAST(:created AS timestamptz[]))
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, key_hash, cost
+), upd AS (
+    UPDATE api_keys AS k
+    SET spent = k.spent + COALESCE((SELECT SUM(ins.cost) FROM ins WHERE ins.key_hash = k.key_hash), 0),
+        reserved = k.reserved - m.release
+    FROM unnest(CAST(:key_ids AS int[]), CAST(:releases AS bigint[])) AS m(key_id, release)
+    WHERE k.id = m.key_id
+    RETURNING k.id
+)
+SELECT id FROM ins
+""")
+
+
+def _write_batch_pg(conn: Connection, unique: list[GenerationRecord], releases: dict[int, Decimal]) -> set[str]:
+    """The whole batch in one statement (see _PG_BATCH)."""
+    params = {
+        "id": [r.id for r in unique], "key_hash": [r.key_hash for r in unique], "model": [r.model for r in unique],
+        "prompt": [r.prompt_tokens for r in unique], "cached": [r.cached_tokens for r in unique],
+        "completion": [r.completion_tokens for r in unique], "reasoning": [r.reasoning_tokens for r in unique],
+        "cost": [to_units(r.cost) for r in unique], "currency": [r.currency for r in unique],
+        "status": [ledger.check_status(r.status) for r in unique], "streamed": [r.streamed for r in unique],
+        "ttft": [r.ttft_s for r in unique], "duration": [r.duration_s for r in unique],
+        "created": [r.created_at for r in unique],
+        "key_ids": list(releases), "releases": [to_units(v) for v in releases.values()],
+    }
+    return {row[0] for row in conn.execute(_PG_BATCH, params)}
