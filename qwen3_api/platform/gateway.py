@@ -16,6 +16,7 @@ retried, then logged loudly and kept in memory for the next batch and for ``clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -359,7 +360,8 @@ class Gateway:
     async def close(self) -> None:
         """Finish settlements, write what is pending, return credit leases, release connections."""
         if self._sweeper is not None:
-            self._sweeper.cancel()
+            with contextlib.suppress(RuntimeError):  # its event loop may be gone already
+                self._sweeper.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.writer.flush()
