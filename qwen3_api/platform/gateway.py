@@ -44,6 +44,7 @@ from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateDecision, RateLi
 log = logging.getLogger("qwen3_api.platform.gateway")
 ANONYMOUS = "anonymous"
 ADMIN_KEY_ENV = "QWEN3_API_ADMIN_KEY"
+CURRENCY_HEADER = "X-Cost-Currency"  # the currency of usage.cost, on every admitted response
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,7 @@ class Gateway:
                            f"({decision.tokens_used} in use, this request needs {tokens}). "
                            f"Retry after {admission.headers['Retry-After']} s.")
             raise APIError(429, message, "rate_limit_error", code="rate_limit_exceeded", headers=admission.headers)
+        admission.headers[CURRENCY_HEADER] = entry.currency
         admission.rate_limited = principal.rpm is not None or principal.tpm is not None
         if principal.has_credit_limit and principal.key_id is not None:
             amount = reservation(entry, prompt_tokens, max_tokens)
@@ -392,4 +394,5 @@ class NoAuthGateway(Gateway):
 
     async def admit(self, principal: Principal, entry: CatalogEntry, *, prompt_tokens: int, max_tokens: int,
                     generation_id: str) -> Admission:
-        return Admission(principal, entry, generation_id, prompt_tokens, max_tokens)
+        return Admission(principal, entry, generation_id, prompt_tokens, max_tokens,
+                         headers={CURRENCY_HEADER: entry.currency})

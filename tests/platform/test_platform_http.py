@@ -235,6 +235,7 @@ def test_rate_limits_answer_429_with_retry_after_and_ratelimit_headers(serve) ->
     c = client(server, key)
     ok = c.chat.completions.with_raw_response.create(model=MODEL, messages=MSG, max_tokens=4)
     assert ok.headers["X-RateLimit-Limit-Requests"] == "2" and ok.headers["X-RateLimit-Remaining-Requests"] == "1"
+    assert ok.headers["X-Cost-Currency"] == "CNY"
     chat(c)
     with pytest.raises(openai.RateLimitError) as err:
         chat(c)

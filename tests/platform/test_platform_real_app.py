@@ -112,6 +112,7 @@ def test_auth_model_and_rate_limit_errors(serve) -> None:  # noqa: ANN001
     limited, _ = gw.keys.create("one-rpm", rpm=1)
     ok = oai(server, limited).chat.completions.with_raw_response.create(model=MODEL, messages=MSG, max_tokens=2)
     assert ok.headers["x-ratelimit-limit-requests"] == "1" and ok.headers["x-ratelimit-remaining-requests"] == "0"
+    assert ok.headers["x-cost-currency"] == "CNY"
     with pytest.raises(openai.RateLimitError) as err:
         oai(server, limited).chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)
     h = err.value.response.headers
