@@ -130,6 +130,8 @@ class LLMEngine:
             raise ValueError(f"request id {request_id!r} is already in use")
         prompt = [int(t) for t in prompt_token_ids]
         self.check_prompt(prompt)
+        if params.n > self.scheduler.config.max_num_seqs:
+            raise ValueError(f"n must be <= max_num_seqs ({self.scheduler.config.max_num_seqs}), got {params.n}")
         seq = Sequence(request_id, prompt, params)
         self.requests[request_id] = RequestState(request_id, prompt, params, stream, [seq])
         self.scheduler.add(seq)
@@ -157,6 +159,9 @@ class LLMEngine:
         """Run one batch; return the outputs of the requests that progressed (streams) or finished."""
         seqs = self.scheduler.schedule()
         if not seqs:
+            if self.scheduler.waiting and not self.scheduler.running:
+                # can't happen given the admission checks; fail loudly rather than spin forever
+                raise RuntimeError(f"the scheduler can't admit {self.scheduler.waiting[0]!r} into an empty batch")
             return []
         logits, sample_seqs = self.runner.execute(seqs)
         for seq in seqs:

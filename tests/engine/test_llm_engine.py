@@ -81,6 +81,8 @@ def test_too_long_prompts_are_refused_at_admission(make_engine):
         engine.add_request("e", [], SamplingParams())
     with pytest.raises(ValueError, match="token ids"):
         engine.add_request("v", [10**7], SamplingParams())
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        engine.add_request("n", [1, 2], SamplingParams(n=65))
     assert isinstance(PromptTooLongError(5, 4, "x"), ValueError)
     assert not engine.requests
 
