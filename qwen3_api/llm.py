@@ -91,8 +91,8 @@ class LLM:
                     rate = (self.engine.num_generated_tokens - tokens_before) / elapsed
                     bar.set_postfix_str(f"{rate:.1f} tok/s", refresh=False)
         except BaseException:
-            for rid in ids:
-                self.engine.abort_request(rid)
+            # a failed step may have published blocks whose KV was never written: drop the prefix cache too
+            self.engine.abort_all()
             raise
         finally:
             bar.close()
