@@ -9,13 +9,17 @@ whole batch (left padding, static batching: it runs until the longest request is
 each request asked for count as useful. Prints useful output tokens/s of both, the ratio, and where our
 engine's time goes (scheduler, input preparation + forward, lm_head, sampler, bookkeeping).
 
-    python benchmarks/offline_throughput.py [--num-requests 64] [--skip-reference] [--tokenizer DIR]
+    python benchmarks/offline_throughput.py [--num-requests 64] [--skip-reference] [--threads N]
+
+On a CPU shared with other busy processes use --threads 1: two OpenMP threads competing for two busy cores
+spin-wait and run many times slower (both engines alike, but the run takes far longer).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -23,14 +27,16 @@ from pathlib import Path
 
 import torch
 
-from qwen3_api.engine.args import EngineArgs
-from qwen3_api.engine.llm_engine import LLMEngine
-from qwen3_api.engine.sampling_params import SamplingParams
-from qwen3_api.llm import LLM
-from qwen3_api.model.loader import load_model
-from qwen3_api.model.tiny import make_tiny_model
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from a checkout, installed or not
+
+from qwen3_api.engine.args import EngineArgs  # noqa: E402
+from qwen3_api.engine.llm_engine import LLMEngine  # noqa: E402
+from qwen3_api.engine.sampling_params import SamplingParams  # noqa: E402
+from qwen3_api.llm import LLM  # noqa: E402
+from qwen3_api.model.loader import load_model  # noqa: E402
+from qwen3_api.model.tiny import make_tiny_model  # noqa: E402
+
 BENCH_MOE = dict(layers=8, hidden=512, experts=32, top_k=4, heads=8, kv_heads=4, head_dim=64,
                  intermediate=1024, moe_intermediate=256)
 

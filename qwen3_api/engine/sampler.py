@@ -151,37 +151,52 @@ class Sampler:
             apply_bitmask(logits, bitmask.to(logits.device))
 
     def _apply_penalties(self, logits: torch.Tensor, seqs: list[Sequence], vocab: int) -> None:
-        rows = [i for i, s in enumerate(seqs) if s.params.has_penalties]
-        if not rows:
-            return
+        # sparse: only the (row, token) pairs seen in the prompt or the output are touched, never [B, V]
         dev = logits.device
-        idx = torch.tensor(rows, device=dev)
-        sub = logits[idx]
-        count_rows: list[int] = []
-        count_ids: list[int] = []
-        count_vals: list[float] = []
-        for j, i in enumerate(rows):
-            for tid, c in (seqs[i].output_counts or {}).items():
-                if tid < vocab:
-                    count_rows.append(j)
-                    count_ids.append(tid)
-                    count_vals.append(float(c))
-        counts = torch.zeros_like(sub)
-        if count_rows:
-            counts[torch.tensor(count_rows, device=dev), torch.tensor(count_ids, device=dev)] = torch.tensor(
-                count_vals, device=dev
-            )
-        rep = [seqs[i].params.repetition_penalty for i in rows]
-        if any(r != 1.0 for r in rep):
-            seen = counts > 0
-            for j, i in enumerate(rows):
-                seen[j, self._prompt_ids(seqs[i], vocab, dev)] = True
-            penalty = torch.tensor(rep, dtype=sub.dtype, device=dev)[:, None]
-            sub = torch.where(seen, torch.where(sub > 0, sub / penalty, sub * penalty), sub)
-        freq = torch.tensor([seqs[i].params.frequency_penalty for i in rows], dtype=sub.dtype, device=dev)
-        pres = torch.tensor([seqs[i].params.presence_penalty for i in rows], dtype=sub.dtype, device=dev)
-        sub = sub - freq[:, None] * counts - pres[:, None] * (counts > 0).to(sub.dtype)
-        logits[idx] = sub
+        row_parts: list[torch.Tensor] = []
+        col_parts: list[torch.Tensor] = []
+        cnt_parts: list[torch.Tensor] = []
+        rep: list[float] = []
+        freq: list[float] = []
+        pres: list[float] = []
+        penalized: list[int] = []
+        for i, seq in enumerate(seqs):
+            p = seq.params
+            if not p.has_penalties:
+                continue
+            penalized.append(i)
+            counts = seq.output_counts or {}
+            out_ids = torch.tensor(list(counts), dtype=torch.long, device=dev)
+            out_cnt = torch.tensor(list(counts.values()), dtype=logits.dtype, device=dev)
+            if p.repetition_penalty != 1.0:  # HF: the prompt's tokens count too (with no frequency)
+                prompt_ids = self._prompt_ids(seq, vocab, dev)
+                cols, inverse = torch.unique(torch.cat([prompt_ids, out_ids]), return_inverse=True)
+                cnt = torch.zeros(cols.shape[0], dtype=logits.dtype, device=dev)
+                cnt.index_add_(0, inverse[prompt_ids.shape[0] :], out_cnt)
+            else:
+                cols, cnt = out_ids, out_cnt
+            keep = cols < vocab
+            cols, cnt = cols[keep], cnt[keep]
+            j = len(rep)
+            row_parts.append(torch.full_like(cols, j))
+            col_parts.append(cols)
+            cnt_parts.append(cnt)
+            rep.append(p.repetition_penalty)
+            freq.append(p.frequency_penalty)
+            pres.append(p.presence_penalty)
+        if not rep:
+            return
+        rows_of = torch.tensor(penalized, device=dev)
+        local = torch.cat(row_parts)
+        rows = rows_of[local]
+        cols = torch.cat(col_parts)
+        cnt = torch.cat(cnt_parts)
+        vals = logits[rows, cols]
+        penalty = torch.tensor(rep, dtype=logits.dtype, device=dev)[local]
+        vals = torch.where(vals > 0, vals / penalty, vals * penalty)
+        vals = vals - torch.tensor(freq, dtype=logits.dtype, device=dev)[local] * cnt
+        vals = vals - torch.tensor(pres, dtype=logits.dtype, device=dev)[local] * (cnt > 0).to(vals.dtype)
+        logits[rows, cols] = vals
 
     @staticmethod
     def _prompt_ids(seq: Sequence, vocab: int, device: torch.device) -> torch.Tensor:
@@ -197,14 +212,74 @@ def sample_from_logits(logits: torch.Tensor, params: list, uniforms: list[float]
     dev = logits.device
     temps = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=dev)
     probs = torch.softmax(logits / temps[:, None], dim=-1)
+    targets = torch.tensor(uniforms, dtype=probs.dtype, device=dev)[:, None]
+    if all(p.top_k > 0 or p.top_p < 1.0 for p in params):
+        # every row keeps a prefix of its sorted candidates: sample among those, no more [R, V] passes
+        values, ids, keep = _sorted_keep(probs, params)
+        relative = _relative_mask(values, values[:, :1], params)
+        if relative is not None:
+            keep &= relative
+        cdf = (values * keep).cumsum(dim=-1)
+        chosen = torch.searchsorted(cdf, targets * cdf[:, -1:], right=True).clamp_(max=values.shape[1] - 1)
+        return ids.gather(1, chosen).squeeze(1)
     keep = filter_mask(probs, params)
     if keep is not None:
         probs = probs * keep
     cdf = probs.cumsum(dim=-1)
-    targets = torch.tensor(uniforms, dtype=cdf.dtype, device=dev)[:, None] * cdf[:, -1:]
     # the first index whose cdf exceeds the target: zero-probability tokens are never chosen
-    chosen = torch.searchsorted(cdf, targets, right=True).squeeze(1)
+    chosen = torch.searchsorted(cdf, targets * cdf[:, -1:], right=True).squeeze(1)
     return chosen.clamp_(max=logits.shape[1] - 1)
+
+
+TOP_P_CANDIDATES = 1024
+
+
+def _sorted_candidates(
+    probs: torch.Tensor, top_k: list[int], top_p: list[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leading probabilities of each row, descending, and their ids: enough of them to decide top_k
+    and top_p exactly. A full sort of the vocabulary is slow, so first try the top candidates: they suffice
+    when every row's top_k fits in them, or (top_k off) when they already hold top_p of the mass."""
+    vocab = probs.shape[1]
+    k_max = max(top_k)
+    if all(p >= 1.0 for p in top_p) and k_max < vocab:
+        return probs.topk(k_max, dim=-1)
+    width = max(TOP_P_CANDIDATES, k_max if k_max < vocab else 0)
+    if width < vocab:
+        values, ids = probs.topk(width, dim=-1)
+        mass = values.sum(dim=-1).tolist()
+        if all(k <= width if k < vocab else m >= p for k, p, m in zip(top_k, top_p, mass, strict=True)):
+            return values, ids
+    return probs.sort(dim=-1, descending=True)
+
+
+def _sorted_keep(probs: torch.Tensor, params: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values, ids, keep) over each row's sorted candidates: keep marks what top_k and then top_p (on the
+    top-k renormalized distribution) leave; every kept token is among the candidates."""
+    dev = probs.device
+    vocab = probs.shape[1]
+    top_k = [min(p.top_k or vocab, vocab) for p in params]
+    top_p_list = [p.top_p for p in params]
+    values, ids = _sorted_candidates(probs, top_k, top_p_list)
+    k_t = torch.tensor(top_k, device=dev)[:, None]
+    keep = torch.arange(values.shape[1], device=dev)[None, :] < k_t
+    if any(p < 1.0 for p in top_p_list):
+        top_p = torch.tensor(top_p_list, dtype=probs.dtype, device=dev)[:, None]
+        kept = values * keep
+        cum = kept.cumsum(dim=-1)
+        total = torch.where(k_t < vocab, cum[:, -1:], probs.sum(dim=-1, keepdim=True))
+        keep &= ((cum - kept) / total < top_p) | (top_p >= 1.0)
+    return values, ids, keep
+
+
+def _relative_mask(probs: torch.Tensor, pmax: torch.Tensor, params: list) -> torch.Tensor | None:
+    """min_p (p >= min_p * p_max) and top_a (p >= top_a * p_max^2); None when no row uses them."""
+    if not any(p.min_p > 0.0 or p.top_a > 0.0 for p in params):
+        return None
+    dev = probs.device
+    min_p = torch.tensor([p.min_p for p in params], dtype=probs.dtype, device=dev)[:, None]
+    top_a = torch.tensor([p.top_a for p in params], dtype=probs.dtype, device=dev)[:, None]
+    return (probs >= min_p * pmax) & (probs >= top_a * pmax * pmax)
 
 
 def filter_mask(probs: torch.Tensor, params: list) -> torch.Tensor | None:
@@ -212,32 +287,16 @@ def filter_mask(probs: torch.Tensor, params: list) -> torch.Tensor | None:
     if not any(p.has_filters for p in params):
         return None
     dev = probs.device
-    rows, vocab = probs.shape
     keep = torch.ones_like(probs, dtype=torch.bool)
     sort_rows = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
     if sort_rows:
         idx = torch.tensor(sort_rows, device=dev)
         sub = probs[idx]
-        top_k = [params[i].top_k or vocab for i in sort_rows]
-        k_max = min(max(top_k), vocab)
-        if all(params[i].top_p >= 1.0 for i in sort_rows) and k_max < vocab:
-            sorted_probs, sorted_ids = sub.topk(k_max, dim=-1)  # cheaper than a full sort
-        else:
-            sorted_probs, sorted_ids = sub.sort(dim=-1, descending=True)
-        width = sorted_probs.shape[1]
-        k_t = torch.tensor(top_k, device=dev)[:, None]
-        sorted_keep = torch.arange(width, device=dev)[None, :] < k_t
-        top_p = torch.tensor([params[i].top_p for i in sort_rows], dtype=probs.dtype, device=dev)[:, None]
-        kept = sorted_probs * sorted_keep
-        cum = kept.cumsum(dim=-1)
-        exclusive = (cum - kept) / cum[:, -1:]
-        sorted_keep &= (exclusive < top_p) | (top_p >= 1.0)
+        _, ids, sorted_keep = _sorted_keep(sub, [params[i] for i in sort_rows])
         sub_keep = torch.zeros_like(sub, dtype=torch.bool)
-        sub_keep.scatter_(1, sorted_ids, sorted_keep)
+        sub_keep.scatter_(1, ids, sorted_keep)
         keep[idx] = sub_keep
-    pmax = probs.max(dim=-1, keepdim=True).values
-    min_p = torch.tensor([p.min_p for p in params], dtype=probs.dtype, device=dev)[:, None]
-    top_a = torch.tensor([p.top_a for p in params], dtype=probs.dtype, device=dev)[:, None]
-    keep &= probs >= min_p * pmax
-    keep &= probs >= top_a * pmax * pmax
+    relative = _relative_mask(probs, probs.max(dim=-1, keepdim=True).values, params)
+    if relative is not None:
+        keep &= relative
     return keep

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qwen3_api.engine.constraint import allocate_bitmask, apply_bitmask, unpack_bitmask
-from qwen3_api.engine.sampler import Sampler, filter_mask
+from qwen3_api.engine.sampler import Sampler, _sorted_candidates, filter_mask
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.engine.sequence import Sequence
 
@@ -251,3 +251,75 @@ def test_out_of_range_values_name_the_parameter(kwargs, name):
 def test_valid_edges_are_accepted():
     SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=1.0, top_a=1.0, frequency_penalty=-2.0,
                    presence_penalty=2.0, repetition_penalty=2.0, logit_bias={1: -100, 2: 100}, logprobs=20)
+
+
+def reference_keep(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """top_k then top_p by a plain full sort, one row (the slow, obvious way)."""
+    order = probs.argsort(descending=True)
+    sorted_p = probs[order].clone()
+    if top_k:
+        sorted_p[top_k:] = 0
+    sorted_p /= sorted_p.sum()
+    exclusive = sorted_p.cumsum(0) - sorted_p
+    keep_sorted = (exclusive < top_p) & (sorted_p > 0) if top_p < 1 else sorted_p > 0
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep[order] = keep_sorted
+    return keep
+
+
+FAST_ROWS = [SamplingParams(top_p=0.9), SamplingParams(top_k=50, top_p=0.5), SamplingParams(top_k=900),
+             SamplingParams(top_p=0.3), SamplingParams(top_k=1000, top_p=0.8), SamplingParams(top_k=7)]
+SLOW_ROWS = FAST_ROWS[:2] + [SamplingParams(top_k=2000), SamplingParams(top_k=1500, top_p=0.8)]
+
+
+@pytest.mark.parametrize(
+    "scale, params, fast",
+    [(6.0, FAST_ROWS, True), (0.5, FAST_ROWS, False), (6.0, SLOW_ROWS, False)],
+)
+def test_top_k_top_p_on_a_large_vocabulary_match_a_full_sort(scale, params, fast):
+    gen = torch.Generator().manual_seed(3)
+    vocab = 5000
+    probs = torch.softmax(torch.randn(len(params), vocab, generator=gen) * scale, -1)
+    width = _sorted_candidates(probs, [p.top_k or vocab for p in params], [p.top_p for p in params])[0].shape[1]
+    assert (width < vocab) == fast  # the candidate shortcut is taken exactly when it is exact
+    mask = filter_mask(probs, params)
+    for row, p in enumerate(params):
+        expected = reference_keep(probs[row], p.top_k, p.top_p)
+        assert torch.equal(mask[row], expected), f"row {row}: {p.top_k=} {p.top_p=}"
+
+
+def test_all_penalties_together_match_a_dense_reference():
+    gen = torch.Generator().manual_seed(5)
+    vocab = 300
+    logits = torch.randn(3, vocab, generator=gen) * 3
+    params = [SamplingParams(repetition_penalty=1.3, frequency_penalty=0.4, presence_penalty=-0.7),
+              SamplingParams(), SamplingParams(repetition_penalty=0.8, frequency_penalty=-1.0)]
+    prompts = [[5, 5, 9, 250, 12], [5, 9], [1, 2, 3]]
+    outputs = [[9, 9, 9, 40, 5], [9, 9], [3, 3, 77]]
+    seqs = []
+    for p, prompt, out in zip(params, prompts, outputs, strict=True):
+        seq = Sequence("r", prompt, p)
+        for t in out:
+            seq.append_token(t)
+        seqs.append(seq)
+    got = logits.clone()
+    Sampler(vocab, [EOS]).process_logits(got, seqs)
+    expected = logits.clone()
+    for row, (p, prompt, out) in enumerate(zip(params, prompts, outputs, strict=True)):
+        for t in set(prompt) | set(out):
+            x = expected[row, t]
+            expected[row, t] = x / p.repetition_penalty if x > 0 else x * p.repetition_penalty
+        for t in set(out):
+            expected[row, t] -= out.count(t) * p.frequency_penalty + p.presence_penalty
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_top_k_with_min_p_and_top_a_sampled_among_candidates():
+    probs = torch.softmax(BASE, 0)
+    params = SamplingParams(top_k=5, min_p=0.2, top_a=0.2)
+    keep = torch.zeros(8, dtype=torch.bool)
+    keep[probs.argsort(descending=True)[:5]] = True
+    keep &= (probs >= 0.2 * probs.max()) & (probs >= 0.2 * probs.max() ** 2)
+    assert torch.equal(filter_mask(probs[None], [params])[0], keep)
+    expected = probs * keep
+    assert_close_dist(frequencies(params), expected / expected.sum())
