@@ -20,9 +20,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from qwen3_api.errors import APIError
-from qwen3_api.platform.gateway import Gateway, Principal
+from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.keys import KeyRecord
 from qwen3_api.platform.ledger import usage_report
+from qwen3_api.platform.principal import Principal
 
 
 def get_gateway(request: Request) -> Gateway:

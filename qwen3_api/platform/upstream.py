@@ -128,8 +128,14 @@ class UpstreamResponse:
         """The upstream's SSE lines, as bytes; a failure mid-stream ends it with an OpenAI error event."""
         try:
             async for line in self.response.aiter_lines():
-                if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
-                    line = self._inspect(line)
+                if line.startswith("data:"):
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        # The answer is complete here: a client that hangs up right after [DONE] (the SDK
+                        # does) must not turn it into a cancelled generation.
+                        self.status = "error" if self.error is not None else "completed"
+                    elif payload:
+                        line = self._inspect(line)
                 yield (line + "\n").encode("utf-8")
             self.status = "error" if self.error is not None else "completed"
         except httpx.TimeoutException:
