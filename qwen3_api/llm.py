@@ -86,6 +86,8 @@ class LLM:
                     if out.finished:
                         final[out.request_id] = out
                         bar.update(1)
+                for _request_id, err in self.engine.pop_failures():
+                    raise err
                 if use_tqdm:
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     rate = (self.engine.num_generated_tokens - tokens_before) / elapsed

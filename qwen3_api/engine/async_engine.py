@@ -151,11 +151,15 @@ class AsyncLLMEngine:
             self.engine.abort_all()
             self._fail_all(err)
             return
-        items = []
+        items: list[tuple[_Stream, object]] = []
         for out in outputs:
             stream = self._streams.pop(out.request_id, None) if out.finished else self._streams.get(out.request_id)
             if stream is not None:
                 items.append((stream, out))
+        for request_id, err in self.engine.pop_failures():
+            stream = self._streams.pop(request_id, None)
+            if stream is not None:
+                items.append((stream, err))
         self._deliver(items)
 
     def _fail_all(self, err: BaseException) -> None:

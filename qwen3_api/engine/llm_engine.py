@@ -10,7 +10,7 @@ import torch
 
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.block_manager import BlockManager
-from qwen3_api.engine.exceptions import PromptTooLongError
+from qwen3_api.engine.exceptions import EngineError, PromptTooLongError
 from qwen3_api.engine.model_runner import ModelRunner, kv_block_bytes, num_kv_blocks
 from qwen3_api.engine.outputs import CompletionOutput, EngineStats, RequestOutput
 from qwen3_api.engine.sampler import Sampler
@@ -86,6 +86,7 @@ class LLMEngine:
         # a sequence stops ("length") before it could outgrow the context or the whole cache
         self.max_seq_len = min(self.max_model_len, num_blocks * args.block_size)
         self.requests: dict[str, RequestState] = {}
+        self.failures: list[tuple[str, EngineError]] = []
         self.num_generated_tokens = 0
 
     @classmethod
@@ -170,12 +171,23 @@ class LLMEngine:
         if logits is None:
             return []
         sampled = self.sampler(logits, sample_seqs)
+        failed = {id(seq): exc for seq, exc in self.sampler.failures}
+        self.sampler.failures.clear()
         touched: dict[str, RequestState] = {}
         for seq, token, logprobs in zip(sample_seqs, sampled.token_ids, sampled.logprobs, strict=True):
-            req = self.requests[seq.request_id]
+            req = self.requests.get(seq.request_id)
+            if req is None or seq.is_finished:
+                continue  # its request failed earlier in this loop
+            if id(seq) in failed:
+                self._fail(req, failed[id(seq)])
+                continue
             if seq.pending_forks:
                 self._fork(seq, req)
-            self._append(seq, token, logprobs)
+            try:
+                self._append(seq, token, logprobs)
+            except Exception as exc:  # a constraint's accept_token / is_finished raised
+                self._fail(req, exc)
+                continue
             touched[req.request_id] = req
         self.num_generated_tokens += len(sample_seqs)
         outputs = []
@@ -186,6 +198,18 @@ class LLMEngine:
             if req.stream or done:
                 outputs.append(self._make_output(req, final=done))
         return outputs
+
+    def _fail(self, req: RequestState, exc: Exception) -> None:
+        # the request ends now, its blocks freed; the caller learns why from pop_failures()
+        self.abort_request(req.request_id)
+        err = EngineError(f"request {req.request_id!r} failed: {exc!r}")
+        err.__cause__ = exc
+        self.failures.append((req.request_id, err))
+
+    def pop_failures(self) -> list[tuple[str, EngineError]]:
+        """Requests that failed on their own (e.g. a constraint raised) since the last call, with why."""
+        failures, self.failures = self.failures, []
+        return failures
 
     def _fork(self, parent: Sequence, req: RequestState) -> None:
         # the other samples share the parent's full prompt blocks and recompute only the partial last one

@@ -34,6 +34,7 @@ class Sampler:
         self.vocab_size = vocab_size  # the tokenizer's size: ids beyond it are never sampled
         self.eos_token_ids = list(eos_token_ids)
         self.rng = random.Random(seed)  # for the rows without a seed of their own
+        self.failures: list[tuple[Sequence, Exception]] = []  # constraint errors, collected by the engine
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
         """logits: float32 [B, model_vocab], one row per sequence of ``seqs`` (same order)."""
@@ -145,8 +146,14 @@ class Sampler:
         bitmask = allocate_bitmask(len(seqs), full_width)
         constrained = False
         for i, seq in enumerate(seqs):
-            if seq.constraint is not None and seq.constraint.fill_bitmask(bitmask, i):
-                constrained = True
+            if seq.constraint is None:
+                continue
+            try:
+                if seq.constraint.fill_bitmask(bitmask, i):
+                    constrained = True
+            except Exception as exc:  # one broken constraint fails its own request, not the batch
+                bitmask[i] = -1
+                self.failures.append((seq, exc))
         if constrained:
             apply_bitmask(logits, bitmask.to(logits.device))
 

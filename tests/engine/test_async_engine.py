@@ -131,3 +131,27 @@ def test_shutdown_fails_requests_in_flight_and_refuses_new_ones(async_engine):
 
     run(main())
     assert_no_leaks(async_engine.engine)
+
+
+def test_a_failing_constraint_raises_in_its_own_stream(async_engine):
+    class Broken:
+        def fill_bitmask(self, bitmask, row):
+            raise ValueError("bad grammar")
+
+        def accept_token(self, token_id):
+            pass
+
+        def is_finished(self):
+            return False
+
+    async def main():
+        bad = collect(async_engine, "bad", list(range(20)), SamplingParams(constraint_factory=Broken))
+        good = collect(async_engine, "good", list(range(20)), SamplingParams(max_tokens=4, ignore_eos=True))
+        results = await asyncio.gather(bad, good, return_exceptions=True)
+        await async_engine.shutdown()
+        return results
+
+    bad, good = run(main())
+    assert isinstance(bad, EngineError) and "bad grammar" in str(bad)
+    assert good[-1].finished and good[-1].outputs[0].num_tokens == 4
+    assert_no_leaks(async_engine.engine)

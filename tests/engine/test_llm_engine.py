@@ -146,3 +146,41 @@ def test_min_tokens_and_logprobs_in_the_engine(make_engine):
     assert len(out.logprobs) == len(out.token_ids)
     for token, lp in zip(out.token_ids, out.logprobs, strict=True):
         assert token in lp and 5 <= len(lp) <= 6
+
+
+class Exploding:
+    """A constraint that raises after a few tokens, in fill_bitmask or in accept_token."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.seen = 0
+
+    def fill_bitmask(self, bitmask, row):
+        if self.where == "fill" and self.seen >= 2:
+            raise RuntimeError("grammar broke")
+        return False
+
+    def accept_token(self, token_id):
+        self.seen += 1
+        if self.where == "accept" and self.seen >= 3:
+            raise RuntimeError("grammar broke")
+
+    def is_finished(self):
+        return False
+
+
+@pytest.mark.parametrize("where", ["fill", "accept"])
+def test_a_failing_constraint_fails_only_its_request(make_engine, where):
+    engine = make_engine()
+    engine.add_request("bad", list(range(20)), SamplingParams(max_tokens=20, n=2, ignore_eos=True,
+                                                              constraint_factory=lambda: Exploding(where)))
+    engine.add_request("good", list(range(30)), SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
+    finished, failures = {}, []
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            finished[out.request_id] = out
+        failures += engine.pop_failures()
+    assert [rid for rid, _ in failures] == ["bad"]
+    assert "grammar broke" in str(failures[0][1])
+    assert "bad" not in finished
+    assert len(finished["good"].outputs[0].token_ids) == 8
