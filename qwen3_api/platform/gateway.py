@@ -207,6 +207,9 @@ class Gateway:
         release = Decimal(0)
         if admission.reserved and key_id is not None:
             release = self.leases.consume(key_id, admission.reserved, cost)
+            if cost > admission.reserved:  # only an upstream whose prompt outgrew our estimate can do this
+                log.warning("generation %s cost %s, more than the %s held for it (key %s)", record.id, cost,
+                            admission.reserved, admission.principal.label)
         if admission.rate_limited:
             if isinstance(self.limiter, MemoryRateLimiter):
                 self.limiter.adjust_now(admission.principal.key_hash, admission.generation_id, usage.total_tokens)
