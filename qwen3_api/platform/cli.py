@@ -75,7 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     top.add_argument("--json", action="store_true")
     top.set_defaults(func=cmd_top_up)
 
-    for p in (create, lst, top, *[sub.choices[n] for n in ("show", "revoke")]):
+    reset = sub.add_parser("reset-reserved", help="free credit held by servers that died without shutting down "
+                                                  "(run only while no server uses this database)")
+    reset.add_argument("key", help="key id, name, masked label or the key itself")
+    reset.add_argument("--json", action="store_true")
+    reset.set_defaults(func=cmd_reset_reserved)
+
+    for p in (create, lst, top, reset, *[sub.choices[n] for n in ("show", "revoke")]):
         add_database_arg(p)
 
     usage = subparsers.add_parser("usage", help="a table of tokens and cost")
@@ -164,6 +170,14 @@ def cmd_top_up(args: argparse.Namespace) -> int:
         raise SystemExit("error: the amount must be positive")
     record = store.top_up(_find(store, args.key).id, args.amount)
     _show(record, args.json)
+    return 0
+
+
+def cmd_reset_reserved(args: argparse.Namespace) -> int:
+    store = _store(args)
+    record = _find(store, args.key)
+    print(f"reserved was {format_money(record.reserved)}", file=sys.stderr)
+    _show(store.reset_reserved(record.id), args.json)
     return 0
 
 

@@ -84,7 +84,7 @@ class CreditLeases:
     ``idle_s`` without requests (so another replica can use that credit) and at shutdown. Trade-off: near
     exhaustion, a request on one replica may get 402 while another replica still holds unused lease
     for up to ``idle_s``; a replica killed without shutdown strands its unused lease in ``reserved``
-    until an admin tops the key up or sets its credit again.
+    (``qwen3-api keys reset-reserved`` frees it while no server runs).
     """
 
     def __init__(self, db: Database, *, factor: int = 8, max_factor: int = 256, idle_s: float = 10.0) -> None:

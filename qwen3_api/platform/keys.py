@@ -168,6 +168,15 @@ class KeyStore:
                              .values(credit=api_keys.c.credit + amount))
         return self.get(key_id)
 
+    def reset_reserved(self, key_id: int) -> KeyRecord | None:
+        """Zero a key's ``reserved``: frees credit stranded by a replica that died without shutting down.
+
+        Only safe while no server is running against this database (live replicas hold real leases).
+        """
+        with self.db.engine.begin() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(reserved=Decimal(0)))
+        return self.get(key_id)
+
     def update(self, key_id: int, **fields: Any) -> KeyRecord | None:
         """Change name / credit / rpm / tpm / models / expires_at (None clears a limit)."""
         allowed = {"name", "credit", "rpm", "tpm", "models", "expires_at"}

@@ -36,6 +36,14 @@ def test_keys_commands(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "2031-01-02" in shown and "qwen/qwen3-30b-a3b,x/y" in shown and key not in shown
     assert '"credit": "4"' in run(capsys, "keys", "top-up", key, "1.5", "--json", "--database-url", db_url)
     assert '"status": "revoked"' in run(capsys, "keys", "revoke", "1", "--json", "--database-url", db_url)
+    from qwen3_api.platform import credits
+
+    db = Database(db_url)
+    db.run_sync(lambda c: credits.reserve(c, 1, Decimal("1.5")))  # a lease stranded by a killed replica
+    assert KeyStore(db).get(1).credit_left == Decimal("2.5")
+    assert '"reserved": "0"' in run(capsys, "keys", "reset-reserved", "alice", "--json", "--database-url", db_url)
+    assert KeyStore(db).get(1).credit_left == Decimal("4")
+    db.dispose()
     store = KeyStore(Database(db_url))
     record = store.find(key)
     assert record.key_hash == hash_key(key) and record.status() == "revoked" and record.tpm == 10000
