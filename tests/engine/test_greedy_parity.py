@@ -78,3 +78,12 @@ def test_n3_forks_share_full_prompt_blocks(make_engine):
         assert child.num_computed_tokens == 96
     assert all(engine.block_manager.blocks[b].ref_count == 3 for b in parent_blocks)
     run_to_completion(engine)
+
+
+def test_prefix_blocks_are_reused_within_the_same_step(make_engine, hf_greedy):
+    prefix = list(range(2000, 2064))  # 4 full blocks
+    prompts = [prefix + [7, 8, 9], prefix + [10, 11, 12, 13, 14]]
+    engine = make_engine(enable_prefix_caching=True, max_num_batched_tokens=512)
+    final = _check(engine, prompts, hf_greedy)
+    assert engine.scheduler.num_preemptions == 0
+    assert (final["0"].num_cached_tokens, final["1"].num_cached_tokens) == (0, 64)
