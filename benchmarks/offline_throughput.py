@@ -63,6 +63,7 @@ class StepProfiler:
         self.steps = 0
         self._wrap(engine.scheduler, "schedule", "schedule")
         self._wrap(engine.runner, "execute", "runner (inputs + forward + lm_head)")
+        self._wrap(engine.runner.model, "forward", "  of which model forward")
         self._wrap(engine.runner.model, "compute_logits", "  of which lm_head")
         self._wrap(engine.sampler, "__call__", "sampler", instance_call=True)
         self._wrap(engine, "step", "step total")
@@ -98,8 +99,8 @@ class StepProfiler:
 
     def report(self, wall: float) -> str:
         lines = [f"  engine steps: {self.steps}"]
-        for label in ("step total", "schedule", "runner (inputs + forward + lm_head)", "  of which lm_head",
-                      "sampler"):
+        for label in ("step total", "schedule", "runner (inputs + forward + lm_head)", "  of which model forward",
+                      "  of which lm_head", "sampler"):
             t = self.totals.get(label, 0.0)
             lines.append(f"  {label:<40} {t:8.2f} s  {100 * t / wall:5.1f} %")
         rest = self.totals["step total"] - sum(
