@@ -133,6 +133,13 @@ def test_cost_matches_catalog_prices_and_the_ledger(serve, db: Database) -> None
     assert state(gw, rec).spent == expected and state(gw, rec).reserved == 0
     mine = httpx.get(server.url + "/v1/generation", params={"id": resp.id}, headers={"Authorization": f"Bearer {key}"})
     assert Decimal(mine.json()["data"]["total_cost"]) == expected
+    me = httpx.get(server.url + "/v1/key", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert Decimal(me["usage"]) == expected and Decimal(me["limit_remaining"]) == 1 - expected
+    made = httpx.post(server.url + "/admin/keys", json={"name": "via-admin", "rpm": 3},
+                      headers={"Authorization": "Bearer adm"})
+    assert made.status_code == 201
+    assert oai(server, made.json()["key"]).chat.completions.create(model=MODEL, messages=MSG, max_tokens=2).id
+    assert httpx.get(server.url + "/admin/keys", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
 def test_ledger_after_streamed_cancelled_and_failed_requests(serve, db: Database, engine) -> None:  # noqa: ANN001
