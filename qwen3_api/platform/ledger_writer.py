@@ -78,8 +78,12 @@ class LedgerWriter:
             try:
                 ok = await self._commit(batch)
             except BaseException:
-                # Cancelled mid-commit (loop shutting down): keep the rows for flush()/flush_sync().
+                # Cancelled mid-commit (loop shutting down): keep the rows for flush()/flush_sync(), and
+                # let their settlements return instead of waiting forever.
                 self._failed = batch + self._failed
+                for item in batch:
+                    if item.done is not None and not item.done.done():
+                        item.done.set_result(False)
                 raise
             if not ok:
                 self._failed = batch
