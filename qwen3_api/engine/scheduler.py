@@ -53,11 +53,17 @@ class Scheduler:
         scheduled: list[Sequence] = []
         preempted = False
 
-        # 1. running sequences, oldest first
+        # 1. running sequences, oldest first; a prefill chunk leaves one token for each decode behind it,
+        #    so a long prompt never stalls the streams already running
+        decodes_left = sum(1 for s in self.running if s.num_uncomputed_tokens == 1)
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            if seq.num_uncomputed_tokens == 1:
+                decodes_left -= 1
+                num_new = 1
+            else:
+                num_new = min(seq.num_uncomputed_tokens, max(1, budget - decodes_left))
             while not bm.can_allocate(seq, num_new):
                 victim = self.running[-1]
                 self._preempt(victim)
