@@ -33,7 +33,8 @@ def _check_calls(calls: list[dict], allowed: set[str]) -> None:
 
 
 def _run(client, stream: bool, **kw):  # noqa: ANN001, ANN202
-    kw = dict(model=MODEL, messages=ASK, tools=TOOLS, max_tokens=80, extra_body=NO_THINK, seed=11, **kw)
+    kw = {"model": MODEL, "messages": ASK, "tools": TOOLS, "max_tokens": 80, "extra_body": NO_THINK, "seed": 11,
+          **kw}
     if stream:
         acc = collect_stream(client.chat.completions.create(**kw, stream=True))["choices"][0]
         calls = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
@@ -49,7 +50,12 @@ def _run(client, stream: bool, **kw):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_choice_required(client, stream) -> None:  # noqa: ANN001
     finish, calls, content = _run(client, stream, tool_choice="required")
-    assert finish == "tool_calls"
+    # Parallel calls are allowed: random weights may keep calling until max_tokens ("length"); every call
+    # returned is still complete and valid.
+    assert finish in ("tool_calls", "length")
+    if finish == "length":  # the call being written when max_tokens hit is cut, as its streamed deltas were
+        assert len(calls) >= 2
+        calls = calls[:-1]
     _check_calls(calls, {"get_weather", "get_time"})
     no_tags(content)
 
@@ -74,11 +80,10 @@ def test_tool_choice_none_and_auto(client, stream) -> None:  # noqa: ANN001
 
 
 def test_stream_tool_calls_equal_non_stream(client) -> None:  # noqa: ANN001
-    kw = {"tool_choice": "required"}
+    kw = {"tool_choice": "required", "max_tokens": 50}
     _, full, _ = _run(client, False, **kw)
     _, streamed, _ = _run(client, True, **kw)
-    assert [(c["name"], json.loads(c["arguments"])) for c in streamed] == \
-        [(c["name"], json.loads(c["arguments"])) for c in full]
+    assert full and [(c["name"], c["arguments"]) for c in streamed] == [(c["name"], c["arguments"]) for c in full]
 
 
 class Weather(BaseModel):
