@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,7 +31,6 @@ class Settings:
     # Path of the model directory: the chat layer reads the tokenizer and chat template from it.
     model_path: str | None = None
     shutdown_engine: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class BodyLimitMiddleware:

@@ -35,13 +35,12 @@ def new_id(prefix: str) -> str:
 class Generation:
     """Admission, the engine stream and settlement of one request. Use ``async with`` around ``stream()``."""
 
-    def __init__(self, state: AppState, principal: Any, entry: CatalogEntry, request_id: str, endpoint: str,
+    def __init__(self, state: AppState, principal: Any, entry: CatalogEntry, request_id: str,
                  prompt_ids: list[int], params: SamplingParams, streamed: bool) -> None:
         self.state = state
         self.principal = principal
         self.entry = entry
         self.request_id = request_id
-        self.endpoint = endpoint
         self.prompt_ids = prompt_ids
         self.params = params
         self.streamed = streamed

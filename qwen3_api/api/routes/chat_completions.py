@@ -140,7 +140,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request,
     prep = prepare_chat(state, req, entry)
     rid = new_id("chatcmpl")
     created = int(time.time())
-    gen = Generation(state, principal, entry, rid, "chat.completions", prep.prompt_ids, prep.params, req.stream)
+    gen = Generation(state, principal, entry, rid, prep.prompt_ids, prep.params, req.stream)
     exclude = prep.thinking.exclude
 
     if not req.stream:

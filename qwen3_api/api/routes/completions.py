@@ -117,7 +117,7 @@ async def create_completion(req: CompletionRequest, state: AppState = Depends(ge
     created = int(time.time())
     echo = tok.decode(prompt_ids) if req.echo else ""
     choices = [_TextChoice(tok, StopChecker(req.stop_list()), req.logprobs) for _ in range(req.n)]
-    gen = Generation(state, principal, entry, rid, "completions", prompt_ids, params, req.stream)
+    gen = Generation(state, principal, entry, rid, prompt_ids, params, req.stream)
 
     def chunk(i: int, text: str, finish: str | None = None, lp: CompletionLogprobs | None = None) -> bytes:
         return sse_event(CompletionResponse(id=rid, created=created, model=entry.id, choices=[
