@@ -76,7 +76,10 @@ def test_tool_choice_none_and_auto(client, stream) -> None:  # noqa: ANN001
     no_tags(content)
     finish, calls, content = _run(client, stream, tool_choice="auto")
     no_tags(content)
-    assert (finish == "tool_calls") == bool(calls)
+    if finish == "tool_calls":
+        assert calls
+    elif calls:  # cut by max_tokens while calling
+        assert finish == "length"
 
 
 def test_stream_tool_calls_equal_non_stream(client) -> None:  # noqa: ANN001
