@@ -16,13 +16,20 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @dataclass
 class EngineArgs:
-    """How to build the engine. ``kv_cache_memory`` is GiB when > 1.0, else a fraction of free memory."""
+    """How to build the engine.
+
+    ``kv_cache_memory`` is GiB when > 1.0, else a fraction of free memory. Left unset it is, on CUDA, what
+    ``gpu_memory_utilization`` of the whole GPU leaves after the weights (vLLM's rule), and on the CPU 4 GiB
+    (vLLM's CPU default) capped at half the free memory. Either way the cache never holds more blocks than
+    ``max_num_seqs`` full-length sequences could use.
+    """
 
     model: str = ""
     dtype: str = "auto"  # auto: the checkpoint's dtype on CUDA, float32 on CPU (fast CPU kernels)
     device: str = "auto"  # auto: cuda when available, else cpu
-    max_model_len: int | None = None  # default: the checkpoint's max_position_embeddings
-    kv_cache_memory: float = 0.5
+    max_model_len: int | None = None  # default: the checkpoint's native context (32,768 for Qwen3-30B-A3B)
+    kv_cache_memory: float | None = None
+    gpu_memory_utilization: float = 0.9
     block_size: int = 16
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
@@ -33,7 +40,9 @@ class EngineArgs:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *_DTYPES):
             raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {self.dtype!r}")
-        if self.kv_cache_memory <= 0:
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be > 0 (GiB, or a fraction <= 1.0), got {self.kv_cache_memory}")
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
@@ -64,7 +73,10 @@ class EngineArgs:
         g.add_argument("--max-model-len", type=int, default=d.max_model_len,
                        help="context length; above the native length this turns YaRN on")
         g.add_argument("--kv-cache-memory", type=float, default=d.kv_cache_memory,
-                       help="KV cache size: GiB when > 1.0, else a fraction of free memory")
+                       help="KV cache size: GiB when > 1.0, else a fraction of free memory "
+                            "(default: from --gpu-memory-utilization on CUDA, 4 GiB on the CPU)")
+        g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization,
+                       help="share of the whole GPU's memory the server may use (weights + KV cache)")
         g.add_argument("--block-size", type=int, default=d.block_size)
         g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
         g.add_argument("--max-num-batched-tokens", type=int, default=d.max_num_batched_tokens)
@@ -94,8 +106,19 @@ def free_memory_bytes(device: torch.device) -> int:
     raise RuntimeError("can't tell free memory (no /proc/meminfo): give --kv-cache-memory in GiB (> 1.0)")
 
 
-def kv_cache_budget_bytes(kv_cache_memory: float, device: torch.device) -> int:
-    """The KV cache's memory budget: GiB when > 1.0, else that fraction of the free memory."""
+CPU_DEFAULT_KV_GIB = 4.0
+
+
+def kv_cache_budget_bytes(
+    kv_cache_memory: float | None, device: torch.device, gpu_memory_utilization: float = 0.9
+) -> int:
+    """The KV cache's memory budget: GiB when > 1.0, else that fraction of the free memory (unset: the defaults
+    described on :class:`EngineArgs`)."""
+    if kv_cache_memory is None:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            return max(0, int(total * gpu_memory_utilization) - (total - free))
+        return min(int(CPU_DEFAULT_KV_GIB * 2**30), free_memory_bytes(device) // 2)
     if kv_cache_memory > 1.0:
         return int(kv_cache_memory * 2**30)
     return int(kv_cache_memory * free_memory_bytes(device))

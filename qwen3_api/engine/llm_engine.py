@@ -39,6 +39,14 @@ class RequestState:
         return len(self.seqs) == self.params.n and all(s.is_finished for s in self.seqs)
 
 
+def default_max_model_len(config: ModelConfig) -> int:
+    """The context served when none is asked for: the native one (32,768 for Qwen3-30B-A3B, whose config says
+    40,960), or all of a checkpoint that already ships static YaRN. YaRN is never switched on by default."""
+    if config.rope_scaling is not None:
+        return config.max_position_embeddings
+    return config.native_context_len
+
+
 class LLMEngine:
     """Continuous batching over a paged KV cache, driven one ``step()`` at a time (not thread-safe)."""
 
@@ -57,9 +65,14 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.device = model.device
         self.dtype = model.dtype
-        self.max_model_len = args.max_model_len or model_config.max_position_embeddings
+        self.max_model_len = args.max_model_len or default_max_model_len(model_config)
         if num_blocks is None:
-            num_blocks = num_kv_blocks(model_config, args.block_size, self.dtype, args.kv_cache_memory, self.device)
+            blocks_per_seq = -(-self.max_model_len // args.block_size)
+            num_blocks = num_kv_blocks(
+                model_config, args.block_size, self.dtype, args.kv_cache_memory, self.device,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+                max_useful_blocks=args.max_num_seqs * blocks_per_seq,
+            )
         block_gib = kv_block_bytes(model_config, args.block_size, self.dtype) * num_blocks / 2**30
         logger.info(
             "KV cache: %d blocks of %d tokens = %d tokens, %.3f GiB (%s, %s)",

@@ -27,16 +27,26 @@ def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> 
 
 
 def num_kv_blocks(
-    config: ModelConfig, block_size: int, dtype: torch.dtype, kv_cache_memory: float, device: torch.device
+    config: ModelConfig,
+    block_size: int,
+    dtype: torch.dtype,
+    kv_cache_memory: float | None,
+    device: torch.device,
+    *,
+    gpu_memory_utilization: float = 0.9,
+    max_useful_blocks: int | None = None,
 ) -> int:
-    """How many blocks fit the ``--kv-cache-memory`` budget (GiB when > 1.0, else a fraction of free memory)."""
-    budget = kv_cache_budget_bytes(kv_cache_memory, device)
+    """How many blocks fit the KV budget (see :class:`EngineArgs`), never more than ``max_useful_blocks``
+    (what ``max_num_seqs`` full-length sequences could use: more would only cost memory and start-up time)."""
+    budget = kv_cache_budget_bytes(kv_cache_memory, device, gpu_memory_utilization)
     num_blocks = budget // kv_block_bytes(config, block_size, dtype)
     if num_blocks < 1:
         raise ValueError(
             f"--kv-cache-memory {kv_cache_memory} gives {budget} bytes: not even one KV block "
             f"({kv_block_bytes(config, block_size, dtype)} bytes); raise it"
         )
+    if max_useful_blocks is not None:
+        num_blocks = min(num_blocks, max_useful_blocks)
     return int(num_blocks)
 
 

@@ -61,3 +61,30 @@ def test_start_up_logs_blocks_and_yarn(tiny_moe_dir, caplog):
     assert engine.model_config.rope_scaling["factor"] == pytest.approx(2.0)
     assert engine.max_model_len == 65536
     assert engine.vocab_size == 151_669  # from the checkpoint's tokenizer.json
+
+
+def test_default_kv_budget_on_cpu_is_bounded_and_never_exceeds_what_can_be_used(tiny_moe):
+    cpu = torch.device("cpu")
+    default = kv_cache_budget_bytes(None, cpu)
+    assert 0 < default <= 4 * 2**30
+    assert default <= free_memory_bytes(cpu) // 2 + 2**26
+    _, config = tiny_moe
+    capped = num_kv_blocks(config, 16, torch.float32, None, cpu, max_useful_blocks=300)
+    assert capped == 300  # 4 GiB of a tiny model's blocks would be far more than 300
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        EngineArgs(gpu_memory_utilization=1.5)
+    assert parse("--gpu-memory-utilization", "0.8").gpu_memory_utilization == 0.8
+
+
+def test_default_context_is_the_native_one_without_yarn(tiny_moe):
+    import dataclasses
+
+    from qwen3_api.engine.llm_engine import default_max_model_len
+
+    _, config = tiny_moe
+    real_like = dataclasses.replace(config, max_position_embeddings=40960, rope_scaling=None)
+    assert default_max_model_len(real_like) == 32768  # Qwen3-30B-A3B's config says 40,960; native is 32,768
+    yarn = real_like.with_max_model_len(131072)
+    assert default_max_model_len(yarn) == 131072  # a checkpoint that ships static YaRN serves all of it
+    small = dataclasses.replace(config, max_position_embeddings=4096, rope_scaling=None)
+    assert default_max_model_len(small) == 4096
