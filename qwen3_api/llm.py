@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,26 @@ from qwen3_api.engine.outputs import RequestOutput
 from qwen3_api.engine.sampling_params import SamplingParams
 
 PromptType = str | list[int] | dict[str, Any]
+Conversation = list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """One sample's assistant message, parsed as the API would return it."""
+
+    content: str | None
+    reasoning: str | None
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str | None
+    reasoning_tokens: int
+
+
+@dataclass(slots=True)
+class ChatOutput:
+    """``LLM.chat``'s result for one conversation: the engine's output and one parsed message per sample."""
+
+    output: RequestOutput
+    messages: list[ChatMessage]
 
 
 class LLM:
@@ -32,6 +53,8 @@ class LLM:
         self.engine = LLMEngine.from_engine_args(EngineArgs(model=str(model), dtype=dtype, **engine_args))
         self.tokenizer = self.engine.tokenizer
         self._ids = count()
+        self._model = str(model)
+        self._chat_tokenizer: Any = None
 
     @classmethod
     def from_engine(cls, engine: LLMEngine) -> LLM:
@@ -40,7 +63,47 @@ class LLM:
         llm.engine = engine
         llm.tokenizer = engine.tokenizer
         llm._ids = count()
+        llm._model = engine.args.model
+        llm._chat_tokenizer = None
         return llm
+
+    def chat(
+        self,
+        messages: Conversation | Seq[Conversation],
+        sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[ChatOutput]:
+        """Chat with the checkpoint's own template, as ``/v1/chat/completions`` does: one conversation (a list
+        of OpenAI-style messages) or a list of them. Each result holds the engine's output and, per sample, the
+        answer split from its reasoning (``<think>``) and its tool calls. Thinking is on unless
+        ``chat_template_kwargs={"enable_thinking": False}``."""
+        from qwen3_api.chat.output import ChoiceProcessor
+        from qwen3_api.chat.template import ChatTemplate
+        from qwen3_api.chat.tokens import ChatTokenizer
+        from qwen3_api.model.loader import resolve_model_path
+
+        if self._chat_tokenizer is None:
+            self._chat_tokenizer = ChatTokenizer.from_dir(resolve_model_path(self._model))
+        tok = self._chat_tokenizer
+        template = ChatTemplate(tok)
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        kwargs = chat_template_kwargs or {}
+        prompts = [{"prompt_token_ids": template.encode(conv, tools, True, **kwargs)} for conv in conversations]
+        results = []
+        for prompt, out in zip(prompts, self.generate(prompts, sampling_params, use_tqdm=use_tqdm), strict=True):
+            parsed = []
+            for sample in out.outputs:
+                proc = ChoiceProcessor(tok, prompt_ids=prompt["prompt_token_ids"], stop=None,
+                                       parse_tool_calls=bool(tools), logprobs=False)
+                proc.feed(sample.token_ids, None)
+                final = proc.finish(sample.finish_reason)
+                parsed.append(ChatMessage(final.content, final.reasoning, final.tool_calls, final.finish_reason,
+                                          final.reasoning_tokens))
+            results.append(ChatOutput(out, parsed))
+        return results
 
     def generate(
         self,

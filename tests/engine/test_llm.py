@@ -53,3 +53,33 @@ def test_bad_input_is_a_clear_error(llm):
     with pytest.raises(ValueError, match="context"):
         llm.generate([[1] * 2000], use_tqdm=False)
     assert_no_leaks(llm.engine)
+
+
+def test_chat_renders_the_template_and_splits_reasoning(llm, tiny_moe_dir):
+    from qwen3_api.chat.template import ChatTemplate
+    from qwen3_api.chat.tokens import ChatTokenizer
+
+    tok = ChatTokenizer.from_dir(tiny_moe_dir)
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"}]
+    greedy = SamplingParams(temperature=0.0, max_tokens=12, n=2)
+    off = llm.chat(conv, greedy, chat_template_kwargs={"enable_thinking": False}, use_tqdm=False)
+    assert len(off) == 1 and len(off[0].messages) == 2
+    prompt = off[0].output.prompt_token_ids
+    assert prompt == ChatTemplate(tok).encode(conv, enable_thinking=False)
+    assert tok.decode(prompt, skip_special_tokens=False).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    for msg, sample in zip(off[0].messages, off[0].output.outputs, strict=True):
+        assert msg.reasoning is None and msg.reasoning_tokens == 0  # thinking off: everything is the answer
+        answer_ids = [t for t in sample.token_ids if t not in tok.special_ids]
+        assert (msg.content or "").strip() == tok.decode(answer_ids).strip()
+        assert msg.finish_reason == sample.finish_reason
+
+    # thinking on (the default) for a batch of two conversations: results in order, no tag ever in the content
+    on = llm.chat([conv, conv[1:]], SamplingParams(temperature=0.0, max_tokens=12), use_tqdm=False)
+    assert [len(r.messages) for r in on] == [1, 1]
+    assert on[0].output.prompt_token_ids != on[1].output.prompt_token_ids  # in order: with and without system
+    for result in on:
+        msg, ids = result.messages[0], result.output.outputs[0].token_ids
+        assert "<think>" not in (msg.content or "") and "</think>" not in (msg.content or "")
+        if ids and ids[0] == tok.think_start_id and tok.think_end_id not in ids:
+            assert msg.content is None  # cut mid-thought: all of it is reasoning
+    assert_no_leaks(llm.engine)
