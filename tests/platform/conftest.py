@@ -36,6 +36,13 @@ def redis_reachable() -> bool:
         return False
 
 
+def _unreachable(what: str) -> None:
+    """Skip on a developer machine without the service; in CI (CI=true), where it runs, fail instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} (CI must test against it)")
+    pytest.skip(what)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: ANN001
     """A fresh, empty database URL: a SQLite file, or a PostgreSQL schema dropped after the test."""
@@ -43,7 +50,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: 
         yield f"sqlite:///{tmp_path / 'platform.db'}"
         return
     if not postgres_reachable():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        _unreachable(f"PostgreSQL not reachable at {PG_URL}")
     import psycopg
 
     schema = f"qwen3_test_{uuid.uuid4().hex[:12]}"
@@ -69,5 +76,5 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture
 def redis_url() -> str:
     if not redis_reachable():
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+        _unreachable(f"Redis not reachable at {REDIS_URL}")
     return REDIS_URL
