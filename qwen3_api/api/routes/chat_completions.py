@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from qwen3_api.api.chat_request import PreparedChat, prepare_chat
-from qwen3_api.api.deps import authenticate
+from qwen3_api.api.deps import authenticate, route_model
 from qwen3_api.api.generation import Generation, new_id
 from qwen3_api.api.responses import (
     ChatChoice,
@@ -42,7 +42,6 @@ from qwen3_api.api.streaming import (
 from qwen3_api.api.usage import usage_body
 from qwen3_api.chat.output import Delta as ChatDelta
 from qwen3_api.chat.output import FinalChoice
-from qwen3_api.errors import invalid
 
 router = APIRouter(tags=["chat"])
 
@@ -129,14 +128,9 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request,
                                  state: AppState = Depends(get_state),
                                  principal: Any = Depends(authenticate)) -> Response:
     """Chat completion, OpenAI-compatible, with reasoning, tools, structured output and streaming."""
-    entry = state.entry(req.model)
-    state.gateway.authorize_model(principal, entry.id)
-    if entry.is_upstream:
-        from qwen3_api.api.upstream import forward
-
-        return await forward(state, principal, entry, req, "/chat/completions")
-    if req.n > state.settings.max_n:
-        raise invalid(f"n must be at most {state.settings.max_n} on this server", "n")
+    entry = await route_model(state, principal, req, "/chat/completions")
+    if isinstance(entry, Response):
+        return entry
     prep = prepare_chat(state, req, entry)
     rid = new_id("chatcmpl")
     created = int(time.time())

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from qwen3_api.api.deps import authenticate
+from qwen3_api.api.deps import authenticate, route_model
 from qwen3_api.api.generation import Generation, new_id
 from qwen3_api.api.responses import CompletionChoice, CompletionLogprobs, CompletionResponse
 from qwen3_api.api.sampling import completion_budget, to_sampling_params
@@ -100,14 +100,9 @@ def _prompt_ids(req: CompletionRequest, tok: ChatTokenizer) -> list[int]:
 async def create_completion(req: CompletionRequest, state: AppState = Depends(get_state),
                             principal: Any = Depends(authenticate)) -> Response:
     """Complete a raw prompt. Streaming sends ``text_completion`` chunks, then ``[DONE]``."""
-    entry = state.entry(req.model)
-    state.gateway.authorize_model(principal, entry.id)
-    if entry.is_upstream:
-        from qwen3_api.api.upstream import forward
-
-        return await forward(state, principal, entry, req, "/completions")
-    if req.n > state.settings.max_n:
-        raise invalid(f"n must be at most {state.settings.max_n} on this server", "n")
+    entry = await route_model(state, principal, req, "/completions")
+    if isinstance(entry, Response):
+        return entry
     tok = state.chat_tokenizer()
     prompt_ids = _prompt_ids(req, tok)
     max_tokens = completion_budget(req, req.limit(), len(prompt_ids), state.max_model_len, "prompt")
