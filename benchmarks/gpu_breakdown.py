@@ -67,7 +67,7 @@ def parts(net: Qwen3ForCausalLM, kernels: Kernels, batch: int, context: int) -> 
     h, hq, hkv, d = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
     layers = net.model.layers
     x = torch.randn(batch, h, device=device).to(dtype)
-    routes = [layer.mlp.route(x) for layer in layers]
+    routes = [layer.mlp.route(x, kernels) for layer in layers]
     blocks_per_seq = -(-(context + 1) // 16)
     caches = allocate_kv_cache(config, batch * blocks_per_seq, 16, device, dtype)
     attn = decode_metadata(batch, context, 1, device)[0]
@@ -86,9 +86,9 @@ def parts(net: Qwen3ForCausalLM, kernels: Kernels, batch: int, context: int) -> 
 
     def dense() -> None:
         for layer in layers:
-            F.linear(x, layer.self_attn.qkv_proj.weight)
-            F.linear(q.view(batch, -1), layer.self_attn.o_proj.weight)
-            F.linear(x, layer.mlp.gate.weight)
+            kernels.linear(x, layer.self_attn.qkv_proj.weight)
+            kernels.linear(q.view(batch, -1), layer.self_attn.o_proj.weight)
+            kernels.linear(x, layer.mlp.gate.weight)
         net.compute_logits(x)
 
     return {"MoE (fused_moe)": moe, "attention (store + paged)": attention, "dense matmuls + lm_head": dense}

@@ -25,6 +25,7 @@ class Kernels:
     """The hot paths the model calls; see docs/CONTRACTS.md for their signatures."""
 
     name: str
+    linear: Callable[..., torch.Tensor]
     fused_moe: Callable[..., torch.Tensor]
     paged_attention: Callable[..., torch.Tensor]
     store_kvcache: Callable[..., None]
@@ -34,12 +35,18 @@ class Kernels:
 
 TORCH_KERNELS = Kernels(
     name="torch",
+    linear=torch_ops.linear,
     fused_moe=torch_ops.fused_moe,
     paged_attention=torch_ops.paged_attention,
     store_kvcache=torch_ops.store_kvcache,
     rms_norm=torch_ops.rms_norm,
     rotary=torch_ops.rotary,
 )
+
+
+def transposed_weights(device: torch.device | str | None, dtype: torch.dtype) -> bool:
+    """Whether the model should store its projection weights [out, in] as transposed [in, out] tensors."""
+    return torch_ops.transposed_weights(device, dtype)
 
 
 def get_kernels(device: torch.device | str) -> Kernels:
@@ -59,7 +66,7 @@ def _kernels_for(device_type: str, choice: str) -> Kernels:
         return TORCH_KERNELS
     ops = {
         name: getattr(triton_ops, name, getattr(torch_ops, name))
-        for name in ("fused_moe", "paged_attention", "store_kvcache", "rms_norm", "rotary")
+        for name in ("linear", "fused_moe", "paged_attention", "store_kvcache", "rms_norm", "rotary")
     }
     if "k" not in inspect.signature(ops["paged_attention"]).parameters:
         ops["paged_attention"] = _drop_new_kv(ops["paged_attention"])

@@ -15,6 +15,30 @@ if TYPE_CHECKING:
     from qwen3_api.model.attention import AttentionMetadata
 
 
+# oneDNN's linear (what torch.compile's CPU backend calls): for float32 batches of 2+ rows it is 1.4-3x faster
+# than the MKL sgemm F.linear reaches on AMD EPYC, whose slow non-Intel code path MKL picks there
+# (benchmarks/RESULTS.md, "CPU matmul paths"). A single row stays with MKL: on the transposed weight layout
+# (transposed_weights) its gemv streams at ~2x the speed of oneDNN's.
+_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, routed to the fastest CPU matmul for the shape; x [..., in], weight [out, in] (any strides)."""
+    if _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > x.shape[-1]:
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def transposed_weights(device: torch.device | str | None, dtype: torch.dtype) -> bool:
+    """Whether weights [out, in] should be stored as the transpose of a contiguous [in, out] tensor.
+
+    On the CPU in float32, MKL's gemv over that layout (a one-row decode step) runs ~2x faster than over
+    row-major weights (311 MB lm_head: 15-18 ms vs 35 ms on one core), and oneDNN takes either layout at the
+    same speed. bfloat16 and CUDA show no gain and keep the checkpoint's row-major layout.
+    """
+    return dtype == torch.float32 and torch.device(device if device is not None else "cpu").type == "cpu"
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim, in float32, cast back before the weight (as transformers does)."""
     xf = x.float()
@@ -60,7 +84,7 @@ def paged_attention(
     Single-token sequences (decodes) are batched into one SDPA call, also inside a mixed prefill batch.
     """
     if attn.is_decode:
-        return _decode_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.max_context_len,
+        return _decode_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.context_lens_cpu,
                                  scale)  # fmt: skip
     out = torch.empty_like(q)
     decodes: list[int] = []  # sequence indices of single-token queries with a history
@@ -76,17 +100,12 @@ def paged_attention(
                 q[start : start + q_len], k_cache, v_cache, attn.block_tables[b], ctx_len, scale, new_kv
             )
         start += q_len
-    if len(decodes) == 1:
-        b, row = decodes[0], decode_rows[0]
-        out[row : row + 1] = _prefill_attention(
-            q[row : row + 1], k_cache, v_cache, attn.block_tables[b], attn.context_lens_cpu[b], scale, None
-        )
-    elif decodes:
+    if decodes:
         rows = torch.tensor(decode_rows, device=q.device)
         seqs = torch.tensor(decodes, device=q.device)
         out[rows] = _decode_attention(
             q[rows], k_cache, v_cache, attn.block_tables.index_select(0, seqs), attn.context_lens.index_select(0, seqs),
-            max(attn.context_lens_cpu[b] for b in decodes), scale,
+            [attn.context_lens_cpu[b] for b in decodes], scale,
         )  # fmt: skip
     return out
 
@@ -127,7 +146,47 @@ def _prefill_attention(
     return out[0].transpose(0, 1)
 
 
+# Decode attention gathers each sequence's history out of the paged cache before SDPA reads it. Gathering the
+# whole batch at once round-trips tens of MB through DRAM per layer; groups whose gathered K+V stay under this
+# many bytes are still in cache when SDPA reads them: 3-5x faster at batch 64 with 150-770-token histories on
+# the 2-core EPYC (benchmarks/RESULTS.md, "CPU decode attention"). Larger groups lose it, per-sequence groups
+# pay more per-op overhead.
+DECODE_GROUP_BYTES = 4 << 20
+
+
 def _decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    context_lens_cpu: list[int],
+    scale: float,
+) -> torch.Tensor:
+    """One query token per sequence, over groups of sequences of similar length (sorted, cache-sized)."""
+    num_seqs = q.shape[0]
+    if num_seqs == 1:
+        return _decode_group(q, k_cache, v_cache, block_tables, context_lens, context_lens_cpu[0], scale, True)
+    order = sorted(range(num_seqs), key=context_lens_cpu.__getitem__)
+    perm = torch.tensor(order, device=q.device)
+    q, block_tables, context_lens = q[perm], block_tables[perm], context_lens[perm]
+    lens = [context_lens_cpu[b] for b in order]
+    token_bytes = 2 * k_cache[0, 0].numel() * k_cache.element_size()
+    out = torch.empty_like(q)
+    start = 0
+    while start < num_seqs:
+        end = start + 1  # grow the group while its padded K+V fit the budget (lens ascending: the last is longest)
+        while end < num_seqs and (end + 1 - start) * lens[end] * token_bytes <= DECODE_GROUP_BYTES:
+            end += 1
+        out[start:end] = _decode_group(
+            q[start:end], k_cache, v_cache, block_tables[start:end], context_lens[start:end], lens[end - 1],
+            scale, lens[start] == lens[end - 1],
+        )  # fmt: skip
+        start = end
+    return torch.empty_like(out).index_copy_(0, perm, out)
+
+
+def _decode_group(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
@@ -135,8 +194,9 @@ def _decode_attention(
     context_lens: torch.Tensor,
     max_context_len: int,
     scale: float,
+    same_length: bool,
 ) -> torch.Tensor:
-    """One query token per sequence: gather every history once, pad, mask, one SDPA call."""
+    """Gather the group's histories once, pad to the longest, mask (unless all equal), one SDPA call."""
     num_seqs = q.shape[0]
     num_blocks = -(-max_context_len // k_cache.shape[1])
     blocks = block_tables[:, :num_blocks].reshape(-1)
@@ -145,12 +205,15 @@ def _decode_attention(
     # [B*nb, bs, Hkv, D] -> [B, Hkv, L, D]
     kb = k_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :max_context_len].transpose(1, 2)
     vb = v_cache.index_select(0, blocks).view(num_seqs, -1, *tail)[:, :max_context_len].transpose(1, 2)
-    valid = torch.arange(max_context_len, device=q.device)[None, :] < context_lens[:, None]
+    mask = None
+    if not same_length:
+        valid = torch.arange(max_context_len, device=q.device)[None, :] < context_lens[:, None]
+        mask = valid[:, None, None, :]
     out = F.scaled_dot_product_attention(
         q.view(num_seqs, q.shape[1], 1, q.shape[-1]),
         kb.to(q.dtype),
         vb.to(q.dtype),
-        attn_mask=valid[:, None, None, :],
+        attn_mask=mask,
         scale=scale,
         enable_gqa=True,
     )
@@ -203,8 +266,8 @@ def fused_moe(
         if count == 0:
             continue
         end = start + count
-        gate_up = F.linear(xs[start:end], w13[expert])
-        ys[start:end] = F.linear(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], w2[expert])
+        gate_up = linear(xs[start:end], w13[expert])
+        ys[start:end] = linear(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], w2[expert])
         start = end
     unsorted = torch.empty_like(ys).index_copy_(0, order, ys)  # index_copy_: far cheaper than ys[order] = ...
     weighted = unsorted.view(num_tokens, top_k, -1).float() * topk_weights.float().unsqueeze(-1)

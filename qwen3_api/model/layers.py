@@ -15,13 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen3_api.kernels import Kernels, get_kernels
+from qwen3_api.kernels import Kernels, get_kernels, transposed_weights
 from qwen3_api.model.attention import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 
 
 def empty_param(*shape: int, device: Any, dtype: torch.dtype) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype), requires_grad=False)
+
+
+def weight_param(*shape: int, device: Any, dtype: torch.dtype) -> nn.Parameter:
+    """A projection weight [..., out, in] in the memory layout the device's matmul reads fastest: on the CPU in
+    float32 the transpose of a contiguous [..., in, out] tensor (kernels.transposed_weights). The logical shape
+    is the checkpoint's either way, so the loader and every reader see the same tensor."""
+    if not transposed_weights(device, dtype):
+        return empty_param(*shape, device=device, dtype=dtype)
+    *lead, out, inp = shape
+    storage = torch.empty(*lead, inp, out, device=device, dtype=dtype)
+    return nn.Parameter(storage.transpose(-1, -2), requires_grad=False)
 
 
 class RMSNorm(nn.Module):
@@ -110,10 +121,10 @@ class Qwen3Attention(nn.Module):
         self.scale = self.head_dim**-0.5
         kw = {"device": device, "dtype": dtype}
         self.qkv_proj = nn.Module()
-        self.qkv_proj.weight = empty_param(self.q_size + 2 * self.kv_size, config.hidden_size, **kw)
+        self.qkv_proj.weight = weight_param(self.q_size + 2 * self.kv_size, config.hidden_size, **kw)
         self.qkv_proj.bias = empty_param(self.q_size + 2 * self.kv_size, **kw) if config.attention_bias else None
         self.o_proj = nn.Module()
-        self.o_proj.weight = empty_param(config.hidden_size, self.q_size, **kw)
+        self.o_proj.weight = weight_param(config.hidden_size, self.q_size, **kw)
         self.o_proj.bias = empty_param(config.hidden_size, **kw) if config.attention_bias else None
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
@@ -127,7 +138,7 @@ class Qwen3Attention(nn.Module):
         kernels: Kernels,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        qkv = F.linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
+        qkv = kernels.linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim))
         k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim))
@@ -137,7 +148,7 @@ class Qwen3Attention(nn.Module):
         k_cache, v_cache = kv_cache
         kernels.store_kvcache(k, v, k_cache, v_cache, attn.slot_mapping)
         out = kernels.paged_attention(q, k_cache, v_cache, attn, self.scale, k=k, v=v)
-        return F.linear(out.reshape(num_tokens, self.q_size), self.o_proj.weight, self.o_proj.bias)
+        return kernels.linear(out.reshape(num_tokens, self.q_size), self.o_proj.weight, self.o_proj.bias)
 
 
 class Qwen3MLP(nn.Module):
@@ -147,13 +158,13 @@ class Qwen3MLP(nn.Module):
         super().__init__()
         self.inter = inter
         self.gate_up_proj = nn.Module()
-        self.gate_up_proj.weight = empty_param(2 * inter, hidden, device=device, dtype=dtype)
+        self.gate_up_proj.weight = weight_param(2 * inter, hidden, device=device, dtype=dtype)
         self.down_proj = nn.Module()
-        self.down_proj.weight = empty_param(hidden, inter, device=device, dtype=dtype)
+        self.down_proj.weight = weight_param(hidden, inter, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
-        gate_up = F.linear(x, self.gate_up_proj.weight)
-        return F.linear(F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :], self.down_proj.weight)
+        gate_up = kernels.linear(x, self.gate_up_proj.weight)
+        return kernels.linear(F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :], self.down_proj.weight)
 
 
 class Qwen3SparseMoeBlock(nn.Module):
@@ -165,18 +176,18 @@ class Qwen3SparseMoeBlock(nn.Module):
         self.norm_topk_prob = config.norm_topk_prob
         num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
         self.gate = nn.Module()
-        self.gate.weight = empty_param(num_experts, hidden, device=device, dtype=dtype)
-        self.w13 = empty_param(num_experts, 2 * inter, hidden, device=device, dtype=dtype)
-        self.w2 = empty_param(num_experts, hidden, inter, device=device, dtype=dtype)
+        self.gate.weight = weight_param(num_experts, hidden, device=device, dtype=dtype)
+        self.w13 = weight_param(num_experts, 2 * inter, hidden, device=device, dtype=dtype)
+        self.w2 = weight_param(num_experts, hidden, inter, device=device, dtype=dtype)
 
-    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, x: torch.Tensor, kernels: Kernels) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, H] -> (topk_weights [T, K] float32, topk_ids [T, K])."""
-        probs = torch.softmax(F.linear(x, self.gate.weight), dim=-1, dtype=torch.float32)
+        probs = torch.softmax(kernels.linear(x, self.gate.weight), dim=-1, dtype=torch.float32)
         weights, ids = torch.topk(probs, self.top_k, dim=-1)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights, ids
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
-        weights, ids = self.route(x)
+        weights, ids = self.route(x, kernels)
         return kernels.fused_moe(x, self.w13, self.w2, weights, ids)

@@ -177,10 +177,20 @@ def _copy_all(files: list[SafetensorsFile], layout: dict[str, TensorTarget], bar
                 target = layout.get(name)
                 if target is not None:  # else a tied lm_head.weight
                     src = f.view(name)
-                    target.view().copy_(src)
+                    _copy_into(target.view(), src)
                     del src
                     bar.update(1)
                 f.release_through(name)
+
+
+def _copy_into(dest: torch.Tensor, src: torch.Tensor, rows: int = 4096) -> None:
+    """dest.copy_(src); a transposed destination (the CPU float32 weight layout) is filled in row chunks,
+    2.5x faster than one strided copy (lm_head 151,936 x 512: 0.39 s vs 0.98 s)."""
+    if dest.is_contiguous() or dest.dim() < 2:
+        dest.copy_(src)
+        return
+    for start in range(0, src.shape[0], rows):
+        dest[start : start + rows].copy_(src[start : start + rows])
 
 
 def load_model(

@@ -18,6 +18,7 @@ from qwen3_api.model.layers import (
     RMSNorm,
     RotaryEmbedding,
     empty_param,
+    weight_param,
 )
 
 
@@ -63,9 +64,10 @@ class Qwen3ForCausalLM(nn.Module):
         self.model = Qwen3Model(config, device=device, dtype=dtype)
         self.lm_head = nn.Module()
         if config.tie_word_embeddings:
+            # shared with the embedding, which keeps the row-major layout its row lookups need
             self.lm_head.weight = self.model.embed_tokens.weight
         else:
-            self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
+            self.lm_head.weight = weight_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,4 +99,4 @@ class Qwen3ForCausalLM(nn.Module):
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> logits [N, vocab_size] in float32."""
-        return F.linear(hidden, self.lm_head.weight).float()
+        return get_kernels(hidden.device).linear(hidden, self.lm_head.weight).float()

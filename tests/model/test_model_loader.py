@@ -86,6 +86,17 @@ def test_sharded_checkpoint_and_dtype_conversion(tmp_path) -> None:
     gate = ckpt["model.layers.1.mlp.experts.5.gate_proj.weight"]
     up = ckpt["model.layers.1.mlp.experts.5.up_proj.weight"]
     assert torch.equal(w13[5], torch.cat([gate, up]))
+    # CPU float32 stores projection weights transposed (its matvec is faster so), bfloat16 the checkpoint's way;
+    # the embedding keeps rows for its lookups
+    for net, transposed in ((a, True), (b, False)):
+        layer = net.model.layers[1]
+        weights = [layer.self_attn.qkv_proj.weight, layer.self_attn.o_proj.weight, layer.mlp.gate.weight,
+                   layer.mlp.w13, layer.mlp.w2]
+        if not net.config.tie_word_embeddings:
+            weights.append(net.lm_head.weight)
+        for w in weights:
+            assert w.transpose(-1, -2).is_contiguous() == transposed and w.is_contiguous() != transposed
+        assert net.model.embed_tokens.weight.is_contiguous()
     shards[1].unlink()
     with pytest.raises(CheckpointError, match=f"lists shards that are not in .*: {shards[1].name}"):
         load_model(sharded, progress=False)

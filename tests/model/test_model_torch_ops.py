@@ -22,9 +22,16 @@ def _naive_moe(hidden, w13, w2, weights, ids):
     return out
 
 
+def _transposed(w: torch.Tensor) -> torch.Tensor:
+    """The same values stored as the CPU float32 model stores its weights (kernels.transposed_weights)."""
+    return w.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("gather_bytes", [0, 1 << 30])  # the expert loop, and the gathered-bmm path
 @pytest.mark.parametrize("num_tokens", [1, 7, 40])
-def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, monkeypatch) -> None:
+def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, transposed,
+                                                              monkeypatch) -> None:  # fmt: skip
     monkeypatch.setattr(torch_ops, "GATHER_BYTES", gather_bytes)
     gen = torch.Generator().manual_seed(num_tokens)
     experts, hidden_size, inter, top_k = 16, 24, 12, 3
@@ -36,6 +43,8 @@ def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_
     weights = torch.rand(num_tokens, top_k, generator=gen)
     w13[8:] = float("nan")
     w2[8:] = float("nan")
+    if transposed:
+        w13, w2 = _transposed(w13), _transposed(w2)
     got = torch_ops.fused_moe(hidden, w13, w2, weights, ids)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, _naive_moe(hidden, w13, w2, weights, ids), atol=1e-5, rtol=1e-5)
@@ -121,3 +130,54 @@ def test_mixed_batch_with_several_decodes_matches_naive() -> None:
     ])  # fmt: skip
     torch.testing.assert_close(torch_ops.paged_attention(q, k_cache, v_cache, attn, 0.5), expected,
                                atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [0, 3000, 1 << 30])  # one sequence per group, several groups, one group
+def test_decode_attention_in_cache_sized_groups_matches_naive(budget, monkeypatch) -> None:
+    """Decodes are sorted by length and cut into groups under DECODE_GROUP_BYTES; results land in batch order."""
+    monkeypatch.setattr(torch_ops, "DECODE_GROUP_BYTES", budget)
+    groups: list[int] = []
+    real_group = torch_ops._decode_group
+    monkeypatch.setattr(torch_ops, "_decode_group", lambda q, *a: groups.append(q.shape[0]) or real_group(q, *a))
+    context_lens = [9, 33, 2, 17, 17, 5, 40, 9, 26, 1]
+    query_lens = [1] * len(context_lens)
+    q, k_cache, v_cache, attn, histories = _scattered_batch(query_lens, context_lens, seed=7)
+    expected = torch.cat([
+        _naive_attention(qs, keys, values, c - 1, 0.4)
+        for qs, (keys, values), c in zip(q.split(query_lens), histories, context_lens, strict=True)
+    ])  # fmt: skip
+    got = torch_ops.paged_attention(q, k_cache, v_cache, attn, 0.4)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert sum(groups) == len(context_lens)
+    if budget == 0:
+        assert groups == [1] * len(context_lens)
+    elif budget == 3000:
+        assert 1 < len(groups) < len(context_lens)
+    else:
+        assert groups == [len(context_lens)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [0, 1, 2, 37])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_f_linear(dtype, rows, transposed, bias) -> None:
+    """The CPU linear (MKL for one row, oneDNN for several in float32) is F.linear for every layout and shape."""
+    gen = torch.Generator().manual_seed(rows)
+    weight = torch.randn(48, 40, generator=gen).to(dtype)
+    if transposed:
+        weight = _transposed(weight)
+    b = torch.randn(48, generator=gen).to(dtype) if bias else None
+    x = torch.randn(rows, 80, generator=gen).to(dtype)[:, ::2]  # strided input, as q.reshape / slices give
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(torch_ops.linear(x, weight, b), torch.nn.functional.linear(x, weight, b), **tol)
+    x3 = torch.randn(3, rows, 40, generator=gen).to(dtype)
+    torch.testing.assert_close(torch_ops.linear(x3, weight, b), torch.nn.functional.linear(x3, weight, b), **tol)
+
+
+def test_weight_layout_is_transposed_for_cpu_float32_only() -> None:
+    assert torch_ops.transposed_weights("cpu", torch.float32)
+    assert torch_ops.transposed_weights(None, torch.float32)
+    assert not torch_ops.transposed_weights("cpu", torch.bfloat16)
+    assert not torch_ops.transposed_weights("meta", torch.float32)
+    assert not torch_ops.transposed_weights("cuda", torch.float32)
