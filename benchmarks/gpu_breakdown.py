@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from gpu_decode import QWEN3_30B_A3B, TINY, bench_decode, decode_metadata, random_model
 from gpu_floors import Timer, copy_bandwidth, expected_unique_experts, kv_bytes_per_token, weight_bytes
 
