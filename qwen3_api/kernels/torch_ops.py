@@ -41,6 +41,8 @@ def transposed_weights(device: torch.device | str | None, dtype: torch.dtype) ->
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim, in float32, cast back before the weight (as transformers does)."""
+    if x.dtype == torch.float32:  # the same math, two no-op casts fewer (~70 ops per decoded token)
+        return weight * (x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps))
     xf = x.float()
     xf = xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)
@@ -239,6 +241,25 @@ def _gathered_moe(
     return (ys.float() * topk_weights.float().unsqueeze(-1)).sum(dim=1).to(hidden.dtype)
 
 
+# Up to this many (token, expert) pairs (a one-token decode step) each pair runs as its own pair of matvecs,
+# accumulated in place: half the ops of sorting the pairs by expert, which only pays when experts repeat.
+PER_PAIR_MAX = 8
+
+
+def _per_pair_moe(
+    hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor
+) -> torch.Tensor:
+    """sum_k w[t,k] * expert_{id[t,k]}(x[t]) pair by pair, in float32, without sorting."""
+    inter = w2.shape[-1]
+    out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
+    for t, (ids, weights) in enumerate(zip(topk_ids.tolist(), topk_weights.float().tolist(), strict=True)):
+        x, acc = hidden[t : t + 1], out[t : t + 1]
+        for expert, weight in zip(ids, weights, strict=True):
+            gate_up = linear(x, w13[expert])
+            acc.add_(linear(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], w2[expert]), alpha=weight)
+    return out.to(hidden.dtype)
+
+
 def fused_moe(
     hidden: torch.Tensor,
     w13: torch.Tensor,
@@ -255,6 +276,8 @@ def fused_moe(
     flat_ids = topk_ids.reshape(-1)
     if flat_ids.numel() * w13[0].numel() * w13.element_size() <= GATHER_BYTES:
         return _gathered_moe(hidden, w13, w2, topk_weights, flat_ids)
+    if flat_ids.numel() <= PER_PAIR_MAX:
+        return _per_pair_moe(hidden, w13, w2, topk_weights, topk_ids)
     order = torch.argsort(flat_ids, stable=True)
     # the expert loop needs host counts: this is the one sync of the torch path (free on CPU)
     counts = torch.bincount(flat_ids, minlength=w13.shape[0]).tolist()

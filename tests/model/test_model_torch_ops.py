@@ -29,10 +29,13 @@ def _transposed(w: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("gather_bytes", [0, 1 << 30])  # the expert loop, and the gathered-bmm path
-@pytest.mark.parametrize("num_tokens", [1, 7, 40])
+@pytest.mark.parametrize("num_tokens", [1, 2, 7, 40])  # 1, 2: pair by pair (PER_PAIR_MAX)
 def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, transposed,
                                                               monkeypatch) -> None:  # fmt: skip
     monkeypatch.setattr(torch_ops, "GATHER_BYTES", gather_bytes)
+    per_pair_calls: list[int] = []
+    real_per_pair = torch_ops._per_pair_moe
+    monkeypatch.setattr(torch_ops, "_per_pair_moe", lambda *a: per_pair_calls.append(1) or real_per_pair(*a))
     gen = torch.Generator().manual_seed(num_tokens)
     experts, hidden_size, inter, top_k = 16, 24, 12, 3
     hidden = torch.randn(num_tokens, hidden_size, generator=gen)
@@ -46,6 +49,7 @@ def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_
     if transposed:
         w13, w2 = _transposed(w13), _transposed(w2)
     got = torch_ops.fused_moe(hidden, w13, w2, weights, ids)
+    assert bool(per_pair_calls) == (gather_bytes == 0 and num_tokens * top_k <= torch_ops.PER_PAIR_MAX)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, _naive_moe(hidden, w13, w2, weights, ids), atol=1e-5, rtol=1e-5)
 
