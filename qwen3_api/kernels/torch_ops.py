@@ -151,7 +151,7 @@ def _prefill_attention(
 # Decode attention gathers each sequence's history out of the paged cache before SDPA reads it. Gathering the
 # whole batch at once round-trips tens of MB through DRAM per layer; groups whose gathered K+V stay under this
 # many bytes are still in cache when SDPA reads them: 3-5x faster at batch 64 with 150-770-token histories on
-# the 2-core EPYC (benchmarks/RESULTS.md, "CPU decode attention"). Larger groups lose it, per-sequence groups
+# the 2-core EPYC (benchmarks/RESULTS.md, "CPU matmul paths"). Larger groups lose it, per-sequence groups
 # pay more per-op overhead.
 DECODE_GROUP_BYTES = 4 << 20
 
