@@ -66,15 +66,3 @@ def make_engine(tiny_moe):
     yield build
     for engine in engines:
         assert_no_leaks(engine)
-
-
-def run_to_completion(engine: LLMEngine, max_steps: int = 10_000) -> dict[str, object]:
-    """Step until every request is done; the final RequestOutput per request id."""
-    final = {}
-    for _ in range(max_steps):
-        if not engine.has_unfinished_requests():
-            return final
-        for out in engine.step():
-            if out.finished:
-                final[out.request_id] = out
-    raise AssertionError("the engine did not finish its requests")
