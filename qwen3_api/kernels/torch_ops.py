@@ -11,21 +11,38 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from qwen3_api.kernels import cpu_native
+
 if TYPE_CHECKING:
     from qwen3_api.model.attention import AttentionMetadata
 
 
 # oneDNN's linear (what torch.compile's CPU backend calls): for float32 batches of 2+ rows it is 1.4-3x faster
 # than the MKL sgemm F.linear reaches on AMD EPYC, whose slow non-Intel code path MKL picks there
-# (benchmarks/RESULTS.md, "CPU matmul paths"). A single row stays with MKL: on the transposed weight layout
-# (transposed_weights) its gemv streams at ~2x the speed of oneDNN's.
+# (benchmarks/RESULTS.md, "CPU matmul paths"). A single row goes to the native gemv (cpu_native.cpp) over the
+# transposed weight layout (transposed_weights), else to MKL, whose gemv is ~2x faster on that layout too.
 _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
+
+def _transposed(w: torch.Tensor) -> bool:
+    """Whether a 2-D or 3-D w [..., out, in] is the transpose of a contiguous [..., in, out] tensor. Strides
+    only, ~1 us, since this runs ~25 times a decoded token."""
+    out, inp = w.shape[-2:]
+    if w.ndim == 2:
+        return w.stride() == (1, out)
+    return w.ndim == 3 and w.stride() == (out * inp, 1, out)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, routed to the fastest CPU matmul for the shape; x [..., in], weight [out, in] (any strides)."""
-    if _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > x.shape[-1]:
-        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+    if x.dtype == torch.float32 and x.device.type == "cpu":
+        if x.numel() > x.shape[-1]:
+            if _ONEDNN_LINEAR is not None:
+                return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+        elif x.numel() == x.shape[-1] and weight.ndim == 2 and _transposed(weight):  # one row: a decode step
+            native = cpu_native.ops()
+            if native is not None:
+                return native.linear_t(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
@@ -274,6 +291,13 @@ def fused_moe(
     """
     num_tokens, top_k = topk_ids.shape
     flat_ids = topk_ids.reshape(-1)
+    native = cpu_native.ops() if hidden.device.type == "cpu" and hidden.dtype == torch.float32 else None
+    if native is not None and flat_ids.numel() <= PER_PAIR_MAX and _transposed(w13) and _transposed(w2):
+        # a one-token decode step in one native call (cpu_native.cpp)
+        return native.moe_decode(
+            hidden.contiguous(), w13.transpose(1, 2), w2.transpose(1, 2), topk_ids.long().contiguous(),
+            topk_weights.float().contiguous(),
+        )  # fmt: skip
     if flat_ids.numel() * w13[0].numel() * w13.element_size() <= GATHER_BYTES:
         return _gathered_moe(hidden, w13, w2, topk_weights, flat_ids)
     if flat_ids.numel() <= PER_PAIR_MAX:

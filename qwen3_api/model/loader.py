@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from qwen3_api.kernels import cpu_native, transposed_weights
 from qwen3_api.model.config import ModelConfig, parse_dtype
 from qwen3_api.model.errors import CheckpointError
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
@@ -211,6 +212,8 @@ def load_model(
     net = Qwen3ForCausalLM(config, device=device, dtype=target_dtype)
     load_weights(net, path, progress=progress)
     net.eval()
+    if transposed_weights(device, target_dtype):
+        cpu_native.ops()  # build (first run, ~5 s) or load the native decode kernels now, not on the first request
     return net, config
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from qwen3_api.kernels import get_kernels, torch_ops
+from qwen3_api.kernels import cpu_native, get_kernels, torch_ops
 from qwen3_api.model.attention import AttentionMetadata
 
 
@@ -27,15 +27,29 @@ def _transposed(w: torch.Tensor) -> torch.Tensor:
     return w.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
+@pytest.mark.parametrize("native", [False, True])  # the native one-token step (cpu_native.cpp), or torch only
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("gather_bytes", [0, 1 << 30])  # the expert loop, and the gathered-bmm path
 @pytest.mark.parametrize("num_tokens", [1, 2, 7, 40])  # 1, 2: pair by pair (PER_PAIR_MAX)
-def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, transposed,
+def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, transposed, native,
                                                               monkeypatch) -> None:  # fmt: skip
     monkeypatch.setattr(torch_ops, "GATHER_BYTES", gather_bytes)
     per_pair_calls: list[int] = []
     real_per_pair = torch_ops._per_pair_moe
     monkeypatch.setattr(torch_ops, "_per_pair_moe", lambda *a: per_pair_calls.append(1) or real_per_pair(*a))
+    native_calls: list[int] = []
+    real_ops = cpu_native.ops()
+    if native and real_ops is None:
+        pytest.skip("no native CPU kernels on this machine (test_model_cpu_native.py fails in CI if so)")
+
+    class _Ops:
+        linear_t = real_ops.linear_t if real_ops is not None else None
+
+        def moe_decode(self, *args):
+            native_calls.append(1)
+            return real_ops.moe_decode(*args)
+
+    monkeypatch.setattr(cpu_native, "ops", (lambda: _Ops()) if native else (lambda: None))
     gen = torch.Generator().manual_seed(num_tokens)
     experts, hidden_size, inter, top_k = 16, 24, 12, 3
     hidden = torch.randn(num_tokens, hidden_size, generator=gen)
@@ -49,7 +63,9 @@ def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_
     if transposed:
         w13, w2 = _transposed(w13), _transposed(w2)
     got = torch_ops.fused_moe(hidden, w13, w2, weights, ids)
-    assert bool(per_pair_calls) == (gather_bytes == 0 and num_tokens * top_k <= torch_ops.PER_PAIR_MAX)
+    one_token_step = num_tokens * top_k <= torch_ops.PER_PAIR_MAX
+    assert bool(native_calls) == (native and transposed and one_token_step)
+    assert bool(per_pair_calls) == (gather_bytes == 0 and one_token_step and not native_calls)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, _naive_moe(hidden, w13, w2, weights, ids), atol=1e-5, rtol=1e-5)
 
@@ -166,7 +182,8 @@ def test_decode_attention_in_cache_sized_groups_matches_naive(budget, monkeypatc
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_matches_f_linear(dtype, rows, transposed, bias) -> None:
-    """The CPU linear (MKL for one row, oneDNN for several in float32) is F.linear for every layout and shape."""
+    """The CPU linear (native or MKL for one row, oneDNN for several in float32) is F.linear for every layout and
+    shape."""
     gen = torch.Generator().manual_seed(rows)
     weight = torch.randn(48, 40, generator=gen).to(dtype)
     if transposed:

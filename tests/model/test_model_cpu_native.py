@@ -1,0 +1,129 @@
+"""The native CPU decode kernels (kernels/cpu_native.cpp): built where a compiler exists, equal to torch's math,
+and used by the torch kernels exactly where they apply (one row, transposed float32 weights)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qwen3_api.kernels import cpu_native, torch_ops
+
+
+def _transposed(w: torch.Tensor) -> torch.Tensor:
+    return w.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+@pytest.fixture(scope="module")
+def native():
+    ops = cpu_native.ops()
+    if ops is None and not os.environ.get("CI") and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler on this machine: the torch fallback runs instead (tested elsewhere)")
+    assert ops is not None, "the native CPU kernels failed to build (see the warning logged by cpu_native)"
+    return ops
+
+
+class _Counting:
+    """Wraps torch.ops.qwen3_api_cpu and counts the calls of each op."""
+
+    def __init__(self, ops) -> None:
+        self.ops, self.calls = ops, {"linear_t": 0, "moe_decode": 0}
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls[name] += 1
+            return getattr(self.ops, name)(*args)
+
+        return call
+
+
+# wide (lm_head-like, > 8192 outputs: column tiles and leftover vectors), narrow (row blocks per thread),
+# outputs and inputs that are not multiples of the vector width, a single output, a single input
+SHAPES = [(20_000, 64), (8193, 16), (1024, 512), (512, 256), (33, 17), (7, 5), (1, 40), (40, 1), (300, 300)]
+
+
+@pytest.mark.parametrize(("out", "inp"), SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_t_equals_f_linear(native, out, inp, threads) -> None:
+    gen = torch.Generator().manual_seed(out * 7 + inp)
+    weight = _transposed(torch.randn(out, inp, generator=gen))
+    bias = torch.randn(out, generator=gen)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for x in (torch.randn(1, inp, generator=gen), torch.randn(inp, generator=gen), torch.randn(1, 1, inp)):
+            want = F.linear(x, weight, bias)
+            got = native.linear_t(x, weight, bias)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(native.linear_t(x, weight, None), F.linear(x, weight), atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_linear_t_rejects_what_it_cannot_read(native) -> None:
+    weight = _transposed(torch.randn(8, 4))
+    with pytest.raises(RuntimeError, match="one row"):
+        native.linear_t(torch.randn(2, 4), weight, None)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        native.linear_t(torch.randn(1, 4), torch.randn(8, 4), None)  # row-major: its transpose is not contiguous
+    with pytest.raises(RuntimeError, match="float32"):
+        native.linear_t(torch.randn(1, 4), weight.double(), None)
+
+
+def test_moe_decode_equals_the_expert_math_and_checks_ids(native) -> None:
+    gen = torch.Generator().manual_seed(3)
+    experts, hidden, inter = 6, 40, 24
+    w13 = _transposed(torch.randn(experts, 2 * inter, hidden, generator=gen) / 5)
+    w2 = _transposed(torch.randn(experts, hidden, inter, generator=gen) / 4)
+    x = torch.randn(2, hidden, generator=gen)
+    ids = torch.tensor([[4, 0, 5], [1, 1, 3]])  # an expert twice: both pairs count
+    weights = torch.rand(2, 3, generator=gen)
+    want = torch.zeros(2, hidden)
+    for t in range(2):
+        for k in range(3):
+            gate_up = w13[ids[t, k]] @ x[t]
+            want[t] += weights[t, k] * (w2[ids[t, k]] @ (F.silu(gate_up[:inter]) * gate_up[inter:]))
+    got = native.moe_decode(x, w13.transpose(1, 2), w2.transpose(1, 2), ids, weights)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="out of range"):
+        native.moe_decode(x, w13.transpose(1, 2), w2.transpose(1, 2), torch.tensor([[6, 0, 1], [0, 1, 2]]), weights)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_torch_linear_routes_one_row_over_transposed_weights_to_native(native, rows, transposed, monkeypatch):
+    counting = _Counting(native)
+    monkeypatch.setattr(cpu_native, "ops", lambda: counting)
+    weight = torch.randn(48, 40)
+    weight = _transposed(weight) if transposed else weight
+    x = torch.randn(rows, 40)
+    torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
+    assert counting.calls["linear_t"] == (rows == 1 and transposed)
+    torch_ops.linear(x.double(), weight.double())  # float64 is never native
+    assert counting.calls["linear_t"] == (rows == 1 and transposed)
+
+
+def test_the_model_layout_reaches_the_native_kernels(native) -> None:
+    """Weights allocated by the model (layers.weight_param) are what the native path accepts."""
+    from qwen3_api.model.layers import weight_param
+
+    w = weight_param(64, 32, device="cpu", dtype=torch.float32)
+    experts = weight_param(4, 64, 32, device="cpu", dtype=torch.float32)
+    assert torch_ops._transposed(w) and torch_ops._transposed(experts)
+    assert not torch_ops._transposed(torch.empty(64, 32)) and not torch_ops._transposed(torch.empty(4, 64, 32))
+
+
+def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
+    monkeypatch.setenv("QWEN3_API_CPU_NATIVE", "off")
+    cpu_native.ops.cache_clear()
+    try:
+        assert cpu_native.ops() is None
+        weight = _transposed(torch.randn(48, 40))
+        x = torch.randn(1, 40)
+        torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
+    finally:
+        cpu_native.ops.cache_clear()
