@@ -6,6 +6,9 @@ Device-agnostic (they also run on CUDA), but written for CPU: host-side lengths 
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +18,8 @@ from qwen3_api.kernels import cpu_native
 
 if TYPE_CHECKING:
     from qwen3_api.model.attention import AttentionMetadata
+
+logger = logging.getLogger(__name__)
 
 
 # oneDNN's linear (what torch.compile's CPU backend calls): for float32 batches of 2+ rows it is 1.4-3x faster
@@ -41,9 +46,38 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                 return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
         elif x.numel() == x.shape[-1] and weight.ndim == 2 and _transposed(weight):  # one row: a decode step
             native = cpu_native.ops()
-            if native is not None:
+            if native is not None and (weight.shape[0] <= NATIVE_NARROW_MAX or _tuned["native_wide"]):
                 return native.linear_t(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+# A one-row linear over a transposed float32 weight runs native (cpu_native.cpp) up to this many outputs: the
+# projections, where it matches MKL's gemv on a Xeon and, unlike MKL on AMD, splits the row over threads.
+# A wider one (lm_head) runs native only where tune_native_linear timed it faster than MKL: on the Xeon MKL
+# streams the 311 MB lm_head 5-10 % faster (benchmarks/RESULTS.md, "Native CPU decode kernels").
+NATIVE_NARROW_MAX = 8192
+_tuned = {"native_wide": False}
+
+
+def tune_native_linear(weight: torch.Tensor, repeats: int = 5) -> bool:
+    """Time one row through a wide transposed float32 weight (the lm_head) natively and with MKL, alternating,
+    and route wide one-row linears to the faster from now on. Returns whether that is the native kernel."""
+    native = cpu_native.ops()
+    if native is None or weight.dtype != torch.float32 or weight.ndim != 2 or not _transposed(weight):
+        return _tuned["native_wide"]
+    x = torch.randn(1, weight.shape[1], dtype=weight.dtype)
+    best = {"native": math.inf, "mkl": math.inf}
+    runs = {"native": lambda: native.linear_t(x, weight, None), "mkl": lambda: F.linear(x, weight)}
+    for round_ in range(repeats + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if round_:  # round 0 warms both up
+                best[name] = min(best[name], time.perf_counter() - start)
+    _tuned["native_wide"] = best["native"] < best["mkl"]
+    logger.info("one-row linear [%d x %d]: native %.2f ms, MKL %.2f ms -> %s", weight.shape[0], weight.shape[1],
+                1e3 * best["native"], 1e3 * best["mkl"], "native" if _tuned["native_wide"] else "MKL")
+    return _tuned["native_wide"]
 
 
 def transposed_weights(device: torch.device | str | None, dtype: torch.dtype) -> bool:

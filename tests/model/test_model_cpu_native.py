@@ -127,3 +127,37 @@ def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
         torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
     finally:
         cpu_native.ops.cache_clear()
+
+
+def test_wide_linears_go_native_only_where_tuning_found_it_faster(native, monkeypatch) -> None:
+    counting = _Counting(native)
+    monkeypatch.setattr(cpu_native, "ops", lambda: counting)
+    wide = _transposed(torch.randn(torch_ops.NATIVE_NARROW_MAX + 16, 32))
+    narrow = _transposed(torch.randn(torch_ops.NATIVE_NARROW_MAX, 32))
+    x = torch.randn(1, 32)
+    for choice in (False, True):
+        monkeypatch.setitem(torch_ops._tuned, "native_wide", choice)
+        counting.calls["linear_t"] = 0
+        torch.testing.assert_close(torch_ops.linear(x, wide), F.linear(x, wide), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch_ops.linear(x, narrow), F.linear(x, narrow), atol=1e-4, rtol=1e-4)
+        assert counting.calls["linear_t"] == 1 + choice  # the narrow one always, the wide one when tuned so
+    # tuning times both kernels (5 timed calls each after a warm-up) and records its choice
+    monkeypatch.setitem(torch_ops._tuned, "native_wide", None)
+    counting.calls["linear_t"] = 0
+    choice = torch_ops.tune_native_linear(wide)
+    assert isinstance(choice, bool) and torch_ops._tuned["native_wide"] is choice
+    assert counting.calls["linear_t"] == 6
+    # a weight the native kernel cannot read leaves the choice alone
+    assert torch_ops.tune_native_linear(torch.randn(100, 32)) is choice
+
+
+def test_load_model_tunes_the_untied_lm_head(tmp_path, monkeypatch) -> None:
+    from qwen3_api.model.loader import load_model
+    from qwen3_api.model.tiny import make_tiny_model
+
+    tuned: list[tuple[int, ...]] = []
+    monkeypatch.setattr(torch_ops, "NATIVE_NARROW_MAX", 16)  # the tiny vocabulary counts as wide
+    monkeypatch.setattr(torch_ops, "tune_native_linear", lambda w: tuned.append(tuple(w.shape)) or False)
+    make_tiny_model(tmp_path / "m", tie_word_embeddings=False)
+    model, _ = load_model(tmp_path / "m", dtype=torch.float32)
+    assert tuned == [tuple(model.lm_head.weight.shape)]
