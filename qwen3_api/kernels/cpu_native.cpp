@@ -1,11 +1,11 @@
-// Native CPU decode kernels: one-row float32 matvecs over the transposed weight layout, and a one-token MoE step.
+// Native CPU decode kernels: one-row float32 matvecs over the transposed weight layout, one-token MoE steps.
 //
 // Built at first use by qwen3_api/kernels/cpu_native.py (torch.utils.cpp_extension, -O3 -march=native).
-// Why: a decode step of one sequence is a chain of matvecs whose weights stream from DRAM once per token.
-// MKL's gemv leaves 15-20 % of the bandwidth unused on the 311 MB lm_head and, on AMD, does not split one
-// row across threads at all; every small matvec also pays ~10 us of F.linear dispatch. These loops stream
-// the [in, out] weight tile by tile with the partial sums in registers, split the tiles over torch's own
-// OpenMP threads (at::parallel_for: no second thread pool) and run a whole MoE step in one call.
+// Why: a decode step of one sequence is a chain of matvecs whose weights stream from DRAM once per token, plus
+// a per-pair MoE loop of ~30 small torch ops per layer. MKL's gemv streams at the memory's speed on a Xeon, but
+// on AMD it ran the one-row lm_head on one core whatever the thread count (benchmarks/RESULTS.md). These loops
+// stream the [in, out] weight with the partial sums in registers or L1, split the work over torch's own
+// OpenMP threads (at::parallel_for: no second thread pool) and run a token's whole MoE step in one call.
 //
 // Portable C++: GCC/Clang vector extensions compile to AVX-512, AVX2 or NEON, whatever -march=native offers.
 
@@ -106,8 +106,9 @@ void gemv_t_raw(const float* x, const float* wt, int64_t in, int64_t out, float*
     return;
   }
   // narrow (projections, experts): a tile's rows would be short runs a few KB apart, which the prefetcher
-  // follows badly (20 % slower than MKL on a 1024 x 512 weight), and there are few tiles to share. Each thread instead streams a contiguous block of whole rows into its
-  // own partial sum (y += x[i] * wt[i], which stays in L1); the partial sums are added at the end.
+  // follows badly (20 % slower than MKL on a 1024 x 512 weight), and there are few tiles to share. Each
+  // thread instead streams a contiguous block of whole rows into its own partial sum (y += x[i] * wt[i],
+  // which stays in L1); the partial sums are added at the end.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, in / 64));
   std::vector<float> scratch(chunks > 1 ? chunks * out : 0);
   float* partial = chunks > 1 ? scratch.data() : y;
@@ -135,9 +136,10 @@ at::Tensor linear_t(const at::Tensor& x, const at::Tensor& weight, const std::op
   TORCH_CHECK(weight.dim() == 2, "weight must be [out, in]");
   const at::Tensor wt = weight.t();
   check_float_cpu(wt, "weight.t()");
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() >= 1, "x must be float32 on the CPU");
-  TORCH_CHECK(x.size(-1) == wt.size(0) && x.numel() == wt.size(0), "linear_t: x ", x.sizes(), " is not one row of ",
-              wt.size(0), " values");
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() >= 1,
+              "x must be float32 on the CPU");
+  TORCH_CHECK(x.size(-1) == wt.size(0) && x.numel() == wt.size(0), "linear_t: x ", x.sizes(),
+              " is not one row of ", wt.size(0), " values");
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = wt.size(1);
   at::Tensor y = at::empty(shape, x.options());

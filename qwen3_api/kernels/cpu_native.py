@@ -39,7 +39,7 @@ def _cpu_tag() -> str:
 
 @functools.cache
 def ops() -> Any | None:
-    """torch.ops.qwen3_api_cpu (gemv_t, moe_decode) once built and loaded, or None where they cannot be."""
+    """torch.ops.qwen3_api_cpu (linear_t, moe_decode) once built and loaded, or None where they cannot be."""
     if os.environ.get("QWEN3_API_CPU_NATIVE", "auto").lower() in ("0", "off", "false", "no"):
         return None
     try:
