@@ -157,16 +157,19 @@ at::Tensor linear_t(const at::Tensor& x, const at::Tensor& weight, const std::op
 
 // Tokens through their top-k experts, pair by pair: out[t] = sum_k weights[t, k] * w2[e] @ (silu(gate) * up)
 // with [gate | up] = w13[e] @ x[t], e = ids[t, k]. w13t [E, H, 2I] and w2t [E, I, H] are the contiguous
-// transposes of w13 [E, 2I, H] and w2 [E, H, I]; x [T, H]; ids int64 and weights float32 [T, K] -> [T, H],
+// transposes of w13 [E, 2I, H] and w2 [E, H, I]; x [T, H] float32; ids, weights [T, K] -> [T, H],
 // accumulated in float32. Meant for decode steps of a few tokens: every pair reads its expert's weights.
-at::Tensor moe_decode(const at::Tensor& x, const at::Tensor& w13t, const at::Tensor& w2t, const at::Tensor& ids,
-                      const at::Tensor& weights) {
+at::Tensor moe_decode(const at::Tensor& x_in, const at::Tensor& w13t, const at::Tensor& w2t,
+                      const at::Tensor& ids_in, const at::Tensor& weights_in) {
+  // the router's outputs are contiguous int64 / float32 already: these are no-ops then, done here rather than
+  // as three more Python-level calls per layer and token
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor ids = ids_in.to(at::kLong).contiguous();
+  const at::Tensor weights = weights_in.to(at::kFloat).contiguous();
   check_float_cpu(x, "x");
   check_float_cpu(w13t, "w13t");
   check_float_cpu(w2t, "w2t");
-  check_float_cpu(weights, "weights");
-  TORCH_CHECK(ids.device().is_cpu() && ids.scalar_type() == at::kLong && ids.is_contiguous(),
-              "ids must be a contiguous int64 CPU tensor");
+  TORCH_CHECK(ids.device().is_cpu() && weights.device().is_cpu(), "ids and weights must be CPU tensors");
   TORCH_CHECK(w13t.dim() == 3 && w2t.dim() == 3 && w13t.size(0) == w2t.size(0), "w13t, w2t must be [E, ., .]");
   const int64_t experts = w13t.size(0), hidden = w13t.size(1), inter = w2t.size(1);
   TORCH_CHECK(x.dim() == 2 && x.size(1) == hidden && w13t.size(2) == 2 * inter && w2t.size(2) == hidden,

@@ -328,10 +328,7 @@ def fused_moe(
     native = cpu_native.ops() if hidden.device.type == "cpu" and hidden.dtype == torch.float32 else None
     if native is not None and flat_ids.numel() <= PER_PAIR_MAX and _transposed(w13) and _transposed(w2):
         # a one-token decode step in one native call (cpu_native.cpp)
-        return native.moe_decode(
-            hidden.contiguous(), w13.transpose(1, 2), w2.transpose(1, 2), topk_ids.long().contiguous(),
-            topk_weights.float().contiguous(),
-        )  # fmt: skip
+        return native.moe_decode(hidden, w13.transpose(1, 2), w2.transpose(1, 2), topk_ids, topk_weights)
     if flat_ids.numel() * w13[0].numel() * w13.element_size() <= GATHER_BYTES:
         return _gathered_moe(hidden, w13, w2, topk_weights, flat_ids)
     if flat_ids.numel() <= PER_PAIR_MAX:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
+from qwen3_api.kernels import cpu_native
 from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
@@ -94,3 +98,18 @@ def random_seqs(lens: list[int], vocab: int, seed: int = 0) -> list[list[int]]:
 
 def max_diff(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
     return max((a - b).abs().max().item() for a, b in zip(ours, ref, strict=True))
+
+
+def transposed_copy(w: torch.Tensor) -> torch.Tensor:
+    """The same values stored as the CPU float32 model stores its weights (kernels.transposed_weights)."""
+    return w.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def native_cpu_ops() -> Any:
+    """torch.ops.qwen3_api_cpu; a test needing it fails where it should have built (CI, or any machine with a C++
+    compiler) and is skipped only on a developer machine without a compiler, where the torch fallback runs."""
+    ops = cpu_native.ops()
+    if ops is None and not os.environ.get("CI") and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler on this machine: the torch fallback runs instead (tested elsewhere)")
+    assert ops is not None, "the native CPU kernels failed to build (see the warning logged by cpu_native)"
+    return ops

@@ -3,27 +3,17 @@ and used by the torch kernels exactly where they apply (one row, transposed floa
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
+from model_testutil import native_cpu_ops, transposed_copy
 
 from qwen3_api.kernels import cpu_native, torch_ops
 
 
-def _transposed(w: torch.Tensor) -> torch.Tensor:
-    return w.transpose(-1, -2).contiguous().transpose(-1, -2)
-
-
 @pytest.fixture(scope="module")
 def native():
-    ops = cpu_native.ops()
-    if ops is None and not os.environ.get("CI") and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler on this machine: the torch fallback runs instead (tested elsewhere)")
-    assert ops is not None, "the native CPU kernels failed to build (see the warning logged by cpu_native)"
-    return ops
+    return native_cpu_ops()
 
 
 class _Counting:
@@ -49,7 +39,7 @@ SHAPES = [(20_000, 64), (8193, 16), (1024, 512), (512, 256), (33, 17), (7, 5), (
 @pytest.mark.parametrize("threads", [1, 2])
 def test_linear_t_equals_f_linear(native, out, inp, threads) -> None:
     gen = torch.Generator().manual_seed(out * 7 + inp)
-    weight = _transposed(torch.randn(out, inp, generator=gen))
+    weight = transposed_copy(torch.randn(out, inp, generator=gen))
     bias = torch.randn(out, generator=gen)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -65,7 +55,7 @@ def test_linear_t_equals_f_linear(native, out, inp, threads) -> None:
 
 
 def test_linear_t_rejects_what_it_cannot_read(native) -> None:
-    weight = _transposed(torch.randn(8, 4))
+    weight = transposed_copy(torch.randn(8, 4))
     with pytest.raises(RuntimeError, match="one row"):
         native.linear_t(torch.randn(2, 4), weight, None)
     with pytest.raises(RuntimeError, match="contiguous"):
@@ -77,8 +67,8 @@ def test_linear_t_rejects_what_it_cannot_read(native) -> None:
 def test_moe_decode_equals_the_expert_math_and_checks_ids(native) -> None:
     gen = torch.Generator().manual_seed(3)
     experts, hidden, inter = 6, 40, 24
-    w13 = _transposed(torch.randn(experts, 2 * inter, hidden, generator=gen) / 5)
-    w2 = _transposed(torch.randn(experts, hidden, inter, generator=gen) / 4)
+    w13 = transposed_copy(torch.randn(experts, 2 * inter, hidden, generator=gen) / 5)
+    w2 = transposed_copy(torch.randn(experts, hidden, inter, generator=gen) / 4)
     x = torch.randn(2, hidden, generator=gen)
     ids = torch.tensor([[4, 0, 5], [1, 1, 3]])  # an expert twice: both pairs count
     weights = torch.rand(2, 3, generator=gen)
@@ -99,7 +89,7 @@ def test_torch_linear_routes_one_row_over_transposed_weights_to_native(native, r
     counting = _Counting(native)
     monkeypatch.setattr(cpu_native, "ops", lambda: counting)
     weight = torch.randn(48, 40)
-    weight = _transposed(weight) if transposed else weight
+    weight = transposed_copy(weight) if transposed else weight
     x = torch.randn(rows, 40)
     torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
     assert counting.calls["linear_t"] == (rows == 1 and transposed)
@@ -122,7 +112,7 @@ def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
     cpu_native.ops.cache_clear()
     try:
         assert cpu_native.ops() is None
-        weight = _transposed(torch.randn(48, 40))
+        weight = transposed_copy(torch.randn(48, 40))
         x = torch.randn(1, 40)
         torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
     finally:
@@ -132,8 +122,8 @@ def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
 def test_wide_linears_go_native_only_where_tuning_found_it_faster(native, monkeypatch) -> None:
     counting = _Counting(native)
     monkeypatch.setattr(cpu_native, "ops", lambda: counting)
-    wide = _transposed(torch.randn(torch_ops.NATIVE_NARROW_MAX + 16, 32))
-    narrow = _transposed(torch.randn(torch_ops.NATIVE_NARROW_MAX, 32))
+    wide = transposed_copy(torch.randn(torch_ops.NATIVE_NARROW_MAX + 16, 32))
+    narrow = transposed_copy(torch.randn(torch_ops.NATIVE_NARROW_MAX, 32))
     x = torch.randn(1, 32)
     for choice in (False, True):
         monkeypatch.setitem(torch_ops._tuned, "native_wide", choice)
