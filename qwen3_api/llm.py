@@ -81,6 +81,7 @@ class LLM:
         answer split from its reasoning (``<think>``) and its tool calls. Thinking is on unless
         ``chat_template_kwargs={"enable_thinking": False}``."""
         from qwen3_api.chat.output import ChoiceProcessor
+        from qwen3_api.chat.reasoning import ThinkState
         from qwen3_api.chat.template import ChatTemplate
         from qwen3_api.chat.tokens import ChatTokenizer
         from qwen3_api.model.loader import resolve_model_path
@@ -92,11 +93,12 @@ class LLM:
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         kwargs = chat_template_kwargs or {}
         prompts = [{"prompt_token_ids": template.encode(conv, tools, True, **kwargs)} for conv in conversations]
+        think_state = ThinkState.ANSWER if template.thinking_mode == "never" else None
         results = []
         for prompt, out in zip(prompts, self.generate(prompts, sampling_params, use_tqdm=use_tqdm), strict=True):
             parsed = []
             for sample in out.outputs:
-                proc = ChoiceProcessor(tok, prompt_ids=prompt["prompt_token_ids"], stop=None,
+                proc = ChoiceProcessor(tok, prompt_ids=prompt["prompt_token_ids"], think_state=think_state, stop=None,
                                        parse_tool_calls=bool(tools), logprobs=False)
                 proc.feed(sample.token_ids, None)
                 final = proc.finish(sample.finish_reason)

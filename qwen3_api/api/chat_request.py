@@ -11,6 +11,7 @@ from qwen3_api.api.sampling import ThinkingOptions, completion_budget, thinking_
 from qwen3_api.api.schemas import VERBOSITY_INSTRUCTIONS, ChatCompletionRequest, NamedToolChoice
 from qwen3_api.api.state import AppState
 from qwen3_api.chat.output import ChoiceProcessor
+from qwen3_api.chat.reasoning import ThinkState
 from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.platform.catalog import CatalogEntry
@@ -58,13 +59,17 @@ def prepare_chat(state: AppState, req: ChatCompletionRequest, entry: CatalogEntr
     enabled = thinking_options(req, 1).enabled
     kwargs = dict(req.chat_template_kwargs or {})
     kwargs["enable_thinking"] = enabled
-    prompt_ids = state.chat_template().encode(messages, tools, True, **kwargs)
+    template = state.chat_template()
+    prompt_ids = template.encode(messages, tools, True, **kwargs)
     max_tokens = completion_budget(req, req.limit(), len(prompt_ids), state.max_model_len, "messages")
     thinking = thinking_options(req, max_tokens)
-    thinking.enabled = enabled
+    # A checkpoint that never thinks (Instruct-2507): the switch is a no-op and everything is the answer.
+    think_state = ThinkState.ANSWER if template.thinking_mode == "never" else None
+    thinking.enabled = enabled and think_state is None
     factory = build_constraint_factory(tok, prompt_ids=prompt_ids, tools=tools, tool_choice=tool_choice,
                                        parallel_tool_calls=req.parallel_tool_calls is not False,
-                                       response_format=req.response_format, thinking_budget=thinking.budget)
+                                       response_format=req.response_format, thinking_budget=thinking.budget,
+                                       max_tokens=max_tokens, think_state=think_state)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = to_sampling_params(req, max_tokens=max_tokens, vocab_size=tok.model_vocab_size,
                                 defaults=entry.default_parameters, logprobs=logprobs, constraint_factory=factory)
@@ -72,7 +77,8 @@ def prepare_chat(state: AppState, req: ChatCompletionRequest, entry: CatalogEntr
     parse_tools = bool(tools) and tool_choice != "none"
 
     def new_processor() -> ChoiceProcessor:
-        return ChoiceProcessor(tok, prompt_ids=prompt_ids, stop=stop, parse_tool_calls=parse_tools,
+        return ChoiceProcessor(tok, prompt_ids=prompt_ids, think_state=think_state, stop=stop,
+                               parse_tool_calls=parse_tools,
                                logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0)
 
     return PreparedChat(prompt_ids=prompt_ids, params=params, thinking=thinking, n=req.n,

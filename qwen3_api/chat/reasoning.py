@@ -48,6 +48,13 @@ def budget_closing_ids(tok: ChatTokenizer) -> list[int]:
     return tok.encode(BUDGET_CLOSING_TEXT) + [tok.think_end_id] + tok.encode("\n\n")
 
 
+def short_closing_ids(tok: ChatTokenizer) -> list[int]:
+    """``</think>`` and "\\n\\n" alone: the closing when max_tokens leaves no room for the sentence."""
+    if tok.think_end_id is None:
+        raise ValueError("this tokenizer has no </think> token")
+    return [tok.think_end_id] + tok.encode("\n\n")
+
+
 class ReasoningSplitter:
     """Routes each generated token to "reasoning", "content" or "tag" (a think tag, never shown)."""
 

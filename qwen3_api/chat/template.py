@@ -148,6 +148,24 @@ class ChatTemplate:
             raise ValueError("the tokenizer_config.json has no chat_template")
         self.source: str = template
         self._compiled = compile_template(template)
+        self.thinking_mode: str = self._thinking_mode()
+
+    def _thinking_mode(self) -> str:
+        """``switch`` (enable_thinking decides: the original Qwen3), ``always`` (the generation prompt opens the
+        thought: Thinking-2507) or ``never`` (no thinking at all: Instruct-2507, whose template ignores the switch).
+
+        Read by rendering a probe conversation both ways, so it follows the checkpoint's own template.
+        """
+        probe = [{"role": "user", "content": "ping"}]
+        try:
+            on = self.render(probe, enable_thinking=True)
+            off = self.render(probe, enable_thinking=False)
+        except Exception:  # noqa: BLE001 - an unusual template: let each prompt's own tail decide
+            return "switch"
+        if on != off:
+            return "switch"
+        generation_prompt = on.rsplit("<|im_start|>", 1)[-1]
+        return "always" if "<think>" in generation_prompt else "never"
 
     def render(
         self,

@@ -34,7 +34,8 @@ _UNICODE_TO_BYTE = {ch: b for b, ch in _bytes_to_unicode().items()}
 class ChatTokenizer:
     """A ``tokenizers.Tokenizer`` plus its tokenizer_config.json: special ids, byte table, chat template."""
 
-    def __init__(self, tokenizer: Tokenizer, config: dict[str, Any], model_vocab_size: int | None = None) -> None:
+    def __init__(self, tokenizer: Tokenizer, config: dict[str, Any], model_vocab_size: int | None = None,
+                 end_token_ids: list[int] | None = None) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -50,6 +51,12 @@ class ChatTokenizer:
         self.tool_call_start_id = self.token_id("<tool_call>")
         self.tool_call_end_id = self.token_id("</tool_call>")
         self.im_start_id = self.token_id("<|im_start|>")
+        # Every id that ends generation: the tokenizer's eos and the checkpoint's (generation_config.json lists
+        # both <|im_end|> and <|endoftext|> for Qwen3). A thought that must lead to a forced answer masks them.
+        ends = set(end_token_ids or [])
+        if self.eos_token_id is not None:
+            ends.add(self.eos_token_id)
+        self.end_token_ids: frozenset[int] = frozenset(ends)
         self.token_bytes: list[bytes] = self._build_byte_table(added)
 
     @classmethod
@@ -59,9 +66,14 @@ class ChatTokenizer:
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         config_path = path / "tokenizer_config.json"
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-        if model_vocab_size is None and (path / "config.json").exists():
-            model_vocab_size = json.loads((path / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-        return cls(tokenizer, config, model_vocab_size)
+        model_config = _read_json(path / "config.json")
+        if model_vocab_size is None:
+            model_vocab_size = model_config.get("vocab_size")
+        ends: list[int] = []
+        for source in (model_config, _read_json(path / "generation_config.json")):
+            value = source.get("eos_token_id")
+            ends += [int(v) for v in value] if isinstance(value, list) else [int(value)] if value is not None else []
+        return cls(tokenizer, config, model_vocab_size, end_token_ids=ends)
 
     def token_id(self, text: str) -> int | None:
         """The id of a token written exactly as ``text``, or None when the vocabulary lacks it."""
@@ -132,6 +144,10 @@ class ChatTokenizer:
 
         eos = self.eos_token_id if self.eos_token_id is not None else None
         return llguidance.LLTokenizer(self.tokenizer.to_str(), n_vocab=self.model_vocab_size, eos_token=eos)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _token_text(value: Any) -> str | None:

@@ -57,6 +57,6 @@ def random_walk(constraint, tok: ChatTokenizer, seed: int, max_tokens: int, bias
             tid = int(ok[torch.argmax(logits[ok])]) if constrained else int(torch.argmax(logits))
         constraint.accept_token(tid)
         out.append(tid)
-        if tid == tok.eos_token_id:
+        if tid in tok.end_token_ids:  # as the engine: <|im_end|> and <|endoftext|> both end the sequence
             return out, "stop"
     return out, "length"
