@@ -41,7 +41,8 @@ class RequestState:
 
 def default_max_model_len(config: ModelConfig) -> int:
     """The context served when none is asked for: the native one (32,768 for Qwen3-30B-A3B, whose config says
-    40,960), or all of a checkpoint that already ships static YaRN. YaRN is never switched on by default."""
+    40,960; 262,144 for the 2507 checkpoints), or all of a checkpoint that already ships static YaRN. YaRN is
+    never switched on by default."""
     if config.rope_scaling is not None:
         return config.max_position_embeddings
     return config.native_context_len

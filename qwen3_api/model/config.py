@@ -14,9 +14,11 @@ from qwen3_api.model.errors import ConfigError
 
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "yarn")
-# Qwen3 checkpoints advertise max_position_embeddings=40960 (32K context + 8K of generation room) but were
-# pretrained on 32,768 positions; YaRN factors are relative to this native length.
+# The first Qwen3 release advertises max_position_embeddings=40960 (32K context + 8K of generation room) but was
+# pretrained on 32,768 positions; YaRN factors are relative to this native length. Later checkpoints (the 2507
+# Instruct / Thinking ones: 262,144 positions, rope_theta 1e7, no rope_scaling) mean what they say.
 QWEN3_NATIVE_CONTEXT = 32768
+QWEN3_ORIGINAL_MAX_POSITIONS = 40960
 # YaRN keys transformers reads (besides factor / original_max_position_embeddings)
 _YARN_OPTIONAL_KEYS = ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate")
 
@@ -83,10 +85,12 @@ class ModelConfig:
 
     @property
     def native_context_len(self) -> int:
-        """The context length the model was pretrained on (YaRN scales relative to it)."""
+        """The context length the model was pretrained on (YaRN scales relative to it), read from the checkpoint:
+        YaRN's original length when it ships YaRN, 32,768 for the first Qwen3 release's 40,960, else
+        max_position_embeddings (262,144 for the 2507 checkpoints)."""
         if self.rope_scaling is not None:
             return int(self.rope_scaling["original_max_position_embeddings"])
-        if self.max_position_embeddings >= QWEN3_NATIVE_CONTEXT:
+        if self.max_position_embeddings == QWEN3_ORIGINAL_MAX_POSITIONS:
             return QWEN3_NATIVE_CONTEXT
         return self.max_position_embeddings
 

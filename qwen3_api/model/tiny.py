@@ -3,6 +3,8 @@
 `qwen3-api make-tiny-model DIR` writes config.json (with the old spellings of the real Qwen3-30B-A3B
 checkpoint), generation_config.json, model.safetensors with the real tensor names, and tokenizer files:
 a copy of --tokenizer, or the demo tokenizer (demo_tokenizer.py) with its own Qwen3 chat template.
+``--variant 2507-instruct|2507-thinking`` writes the config, chat template and sampling defaults of that
+checkpoint generation (variants.py).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def tiny_config(
     bos_id: int | None,
     max_position_embeddings: int = 40960,
     tie_word_embeddings: bool = False,
+    rope_theta: float = 1_000_000.0,
 ) -> dict[str, Any]:
     """config.json in the spelling of the real checkpoint (rope_theta, rope_scaling, num_experts, torch_dtype)."""
     config: dict[str, Any] = {
@@ -83,7 +86,7 @@ def tiny_config(
         "num_key_value_heads": kv_heads,
         "rms_norm_eps": 1e-06,
         "rope_scaling": None,
-        "rope_theta": 1000000.0,
+        "rope_theta": rope_theta,
         "sliding_window": None,
         "tie_word_embeddings": tie_word_embeddings,
         "torch_dtype": dtype,
@@ -140,17 +143,23 @@ def make_tiny_model(
     vocab: int | None = None,
     tokenizer_dir: str | Path | None = None,
     dtype: str = "bfloat16",
-    max_position_embeddings: int = 40960,
+    max_position_embeddings: int | None = None,
     tie_word_embeddings: bool = False,
     seed: int = 0,
+    variant: str = "original",
 ) -> Path:
-    """Write a random-weight Qwen3(-MoE) checkpoint with a tokenizer into out_dir; deterministic per seed."""
+    """Write a random-weight Qwen3(-MoE) checkpoint with a tokenizer into out_dir; deterministic per seed.
+
+    ``variant`` (original | 2507-instruct | 2507-thinking) sets max_position_embeddings (unless given), rope_theta,
+    the chat template and generation_config.json's sampling as that checkpoint generation has them."""
     from safetensors.torch import save_file
     from tokenizers import Tokenizer
 
     from qwen3_api.model.config import ModelConfig, parse_dtype
     from qwen3_api.model.demo_tokenizer import write_demo_tokenizer
+    from qwen3_api.model.variants import get_variant
 
+    kind = get_variant(variant)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is not None:
@@ -176,17 +185,21 @@ def make_tiny_model(
         dense=dense, layers=layers, hidden=hidden, experts=experts, top_k=top_k, heads=heads, kv_heads=kv_heads,
         head_dim=head_dim, intermediate=intermediate, moe_intermediate=moe_intermediate, vocab=vocab,
         dtype=str(torch_dtype).removeprefix("torch."), eos_ids=eos_ids, bos_id=pad_id,
-        max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
+        max_position_embeddings=max_position_embeddings or kind.max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings, rope_theta=kind.rope_theta,
     )  # fmt: skip
+    if kind.name != "original":
+        tok_config_path = out / "tokenizer_config.json"
+        tok_config = json.loads(tok_config_path.read_text(encoding="utf-8"))
+        tok_config["chat_template"] = kind.chat_template()
+        tok_config_path.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
     generation = {
         "bos_token_id": pad_id,
         "do_sample": True,
         "eos_token_id": eos_ids,
         "pad_token_id": pad_id,
-        "temperature": 0.6,
-        "top_k": 20,
-        "top_p": 0.95,
+        **kind.generation,
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     config = ModelConfig.from_dict(config_dict)
@@ -234,21 +247,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", type=Path, help="output directory")
     p.add_argument("--dense", action="store_true", help="Qwen3ForCausalLM instead of Qwen3MoeForCausalLM")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=16)
+    p.add_argument("--layers", type=int, default=2, help="decoder layers")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size")
+    p.add_argument("--experts", type=int, default=8, help="experts per MoE layer")
+    p.add_argument("--top-k", type=int, default=2, help="experts per token")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
+    p.add_argument("--head-dim", type=int, default=16, help="size of one attention head")
     p.add_argument("--intermediate", type=int, default=128, help="dense MLP width")
     p.add_argument("--moe-intermediate", type=int, default=32, help="expert MLP width")
     p.add_argument("--vocab", type=int, default=None, help="default: the tokenizer's size (padded)")
-    p.add_argument("--max-position-embeddings", type=int, default=40960)
+    p.add_argument("--max-position-embeddings", type=int, default=None,
+                   help="config.json's max_position_embeddings (default: the variant's, 40960 for the original, "
+                        "262144 for 2507)")
+    p.add_argument("--variant", default="original", choices=["original", "2507-instruct", "2507-thinking"],
+                   help="checkpoint generation to imitate: config, chat template and sampling defaults")
     p.add_argument("--tie-word-embeddings", action="store_true")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"],
+                   help="dtype of the stored weights")
     p.add_argument("--tokenizer", type=Path, default=None, help="copy this tokenizer (default: the demo one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=_run)
 
 
@@ -258,7 +276,7 @@ def _run(args: argparse.Namespace) -> int:
         top_k=args.top_k, heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
         intermediate=args.intermediate, moe_intermediate=args.moe_intermediate, vocab=args.vocab,
         tokenizer_dir=args.tokenizer, dtype=args.dtype, max_position_embeddings=args.max_position_embeddings,
-        tie_word_embeddings=args.tie_word_embeddings, seed=args.seed,
+        tie_word_embeddings=args.tie_word_embeddings, seed=args.seed, variant=args.variant,
     )  # fmt: skip
     print(f"wrote {out}")
     return 0

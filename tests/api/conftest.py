@@ -83,7 +83,7 @@ def make_harness(qwen3_tokenizer_dir: Path) -> Iterator[Callable[..., Harness]]:
         engine = ScriptedEngine(script, **engine_kw)
         gw = gateway or RecordingGateway()
         settings = settings or Settings()
-        settings.model_path = str(qwen3_tokenizer_dir)
+        settings.model_path = settings.model_path or str(qwen3_tokenizer_dir)
         app = create_app(engine, Catalog.load(), gw, settings)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
