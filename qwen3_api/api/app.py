@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen3_api import __version__
+from qwen3_api.api.disconnect import CancelOnDisconnectMiddleware
 from qwen3_api.api.errors import error_response, install_error_handlers
 from qwen3_api.api.metrics import Metrics, MetricsMiddleware
 from qwen3_api.errors import APIError
@@ -128,6 +129,8 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
     extra_routers = getattr(gateway, "routers", None)
     for router in (extra_routers() if callable(extra_routers) else []):
         app.include_router(router)
+    # Innermost: once the handler has the body, a client that leaves cancels it (every route, one mechanism).
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.api.metrics)
     return app

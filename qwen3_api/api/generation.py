@@ -72,6 +72,13 @@ class Generation:
         with anyio.CancelScope(shield=True):
             await self.close()
 
+    def headers(self) -> dict[str, str]:
+        """What every admitted response carries: the Gateway's (X-RateLimit-*, X-Cost-Currency) and
+        ``X-Generation-Id``, equal to the response body's id and to the ledger row's."""
+        headers = dict(getattr(self.admission, "headers", None) or {})
+        headers["X-Generation-Id"] = self.request_id
+        return headers
+
     def fail(self, exc: BaseException) -> None:
         """Record that the request ended in an error (settled as ``error``)."""
         self.status = "error"

@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 from pydantic import BaseModel
-from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -107,30 +106,3 @@ def stream_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
     return APIError(500, f"The server failed while generating: {exc}", "server_error", code="internal_error")
-
-
-async def unless_disconnected(request: Request, work: Callable[[], Awaitable[None]]) -> bool:
-    """Run ``work`` but cancel it when the client goes away (a non-streaming request is abandoned too).
-
-    Returns False when the client disconnected first. The body was already read, so the next ``receive`` only
-    ever says "disconnect".
-    """
-    gone = False
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                message = await request.receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    tg.cancel_scope.cancel()
-                    return
-
-        async def run() -> None:
-            await work()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        tg.start_soon(run)
-    return not gone

@@ -46,14 +46,18 @@ async def forward(state: AppState, principal: Any, entry: CatalogEntry, req: Bas
                 with contextlib.suppress(Exception):
                     await up.aclose()
 
+    headers = {**(getattr(admission, "headers", None) or {}), "X-Generation-Id": gen_id}
     try:
-        up = await upstream.forward_chat(entry, body, stream=stream, path=path.lstrip("/"))
+        up = await upstream.forward_chat(entry, body, stream=stream, path=path.lstrip("/"), response_id=gen_id)
+    except anyio.get_cancelled_exc_class():
+        await settle("cancelled")  # the client left while the upstream worked (api/disconnect.py)
+        raise
     except BaseException:
         await settle("error")
         raise
     if not stream:
         await settle()
-        return JSONResponse(up.json, headers=dict(getattr(admission, "headers", None) or {}))
+        return JSONResponse(up.json, headers=headers)
 
     async def lines() -> AsyncIterator[bytes]:
         try:
@@ -62,4 +66,4 @@ async def forward(state: AppState, principal: Any, entry: CatalogEntry, req: Bas
         finally:
             await settle()
 
-    return SSEResponse(lines(), headers=dict(getattr(admission, "headers", None) or {}), on_close=settle)
+    return SSEResponse(lines(), headers=headers, on_close=settle)

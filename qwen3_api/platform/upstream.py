@@ -11,7 +11,8 @@ What the API route calls, for ``entry.is_upstream``::
     await up.aclose()                                       # always (finally)
 
 Streams are passed through line by line unchanged, except the final usage chunk, which gets ``usage.cost``
-(priced by our catalog). For streams the upstream is asked for ``stream_options.include_usage`` so the
+(priced by our catalog), and the ``id`` of every chunk (and of a whole response), which becomes ours
+(``response_id``: the generation id of our ledger row and of the ``X-Generation-Id`` header). For streams the upstream is asked for ``stream_options.include_usage`` so the
 usage chunk exists; a stream cut short (client gone, upstream died) is metered by its content chunks.
 Connections are pooled per ``base_url`` (one ``httpx.AsyncClient`` each, closed by ``close_clients``).
 """
@@ -97,8 +98,10 @@ def _map_status(entry: CatalogEntry, response: httpx.Response, text: str) -> API
 class UpstreamResponse:
     """One forwarded request: the JSON (non-stream) or the SSE lines (stream), and what it used."""
 
-    def __init__(self, entry: CatalogEntry, response: httpx.Response, started: float) -> None:
+    def __init__(self, entry: CatalogEntry, response: httpx.Response, started: float,
+                 response_id: str | None = None) -> None:
         self.entry = entry
+        self.response_id = response_id
         self.response = response
         self.started = started
         self.json: dict[str, Any] | None = None
@@ -165,18 +168,25 @@ class UpstreamResponse:
                 self.content_chunks += 1
                 if self.ttft_s is None:
                     self.ttft_s = time.monotonic() - self.started
+        changed = False
         if isinstance(event.get("usage"), dict):
             event["usage"] = self._priced_usage(event["usage"])
-            return "data: " + json.dumps(event, ensure_ascii=False)
-        return line
+            changed = True
+        if self.response_id is not None and "id" in event and event["id"] != self.response_id:
+            event["id"] = self.response_id
+            changed = True
+        return "data: " + json.dumps(event, ensure_ascii=False) if changed else line
 
     async def aclose(self) -> None:
         await self.response.aclose()
 
 
 async def forward_chat(entry: CatalogEntry, body: dict[str, Any], *, stream: bool,
-                       timeout_s: float | None = None, path: str = "chat/completions") -> UpstreamResponse:
-    """Send ``body`` to ``entry.base_url``; 502 when it is down or fails, 504 on timeout, its 4xx passed on."""
+                       timeout_s: float | None = None, path: str = "chat/completions",
+                       response_id: str | None = None) -> UpstreamResponse:
+    """Send ``body`` to ``entry.base_url``; 502 when it is down or fails, 504 on timeout, its 4xx passed on.
+
+    ``response_id`` replaces the upstream's own id in the answer (our generation id)."""
     if entry.base_url is None:
         raise ValueError(f"catalog entry {entry.id!r} has no base_url")
     headers = {"Accept": "text/event-stream" if stream else "application/json"}
@@ -201,7 +211,7 @@ async def forward_chat(entry: CatalogEntry, body: dict[str, Any], *, stream: boo
     except httpx.HTTPError as exc:
         raise _error(502, f"The upstream for '{entry.id}' is unreachable ({type(exc).__name__}).",
                      "upstream_unavailable") from None
-    result = UpstreamResponse(entry, response, started)
+    result = UpstreamResponse(entry, response, started, response_id)
     try:
         if response.status_code >= 400:
             raise _map_status(entry, response, (await response.aread()).decode("utf-8", "replace"))
@@ -211,6 +221,8 @@ async def forward_chat(entry: CatalogEntry, body: dict[str, Any], *, stream: boo
                 raise ValueError("not a JSON object")
             if isinstance(data.get("usage"), dict):
                 data["usage"] = result._priced_usage(data["usage"])
+            if response_id is not None:
+                data["id"] = response_id
             result.json = data
             result.ttft_s = time.monotonic() - started
             result.status = "completed"

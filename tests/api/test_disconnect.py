@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from tests.api.conftest import MODEL
 from tests.api.fakes import RecordingGateway, ScriptedEngine
 
 
-async def _call(app: Any, body: dict[str, Any], leave_after_s: float) -> list[dict[str, Any]]:
-    """Drive the ASGI app like a server whose client disconnects ``leave_after_s`` after sending."""
+async def _call(app: Any, body: dict[str, Any], leave_after_s: float, path: str = "/v1/chat/completions",
+                engine: ScriptedEngine | None = None) -> list[dict[str, Any]]:
+    """Drive the ASGI app like a server whose client disconnects ``leave_after_s`` after sending (after the
+    engine got the request, when ``engine`` is given: the first request of a process loads the tokenizer)."""
     raw = json.dumps(body).encode()
     sent: list[dict[str, Any]] = []
     state = {"body_sent": False}
@@ -24,6 +27,8 @@ async def _call(app: Any, body: dict[str, Any], leave_after_s: float) -> list[di
         if not state["body_sent"]:
             state["body_sent"] = True
             return {"type": "http.request", "body": raw, "more_body": False}
+        while engine is not None and not engine.requests:
+            await asyncio.sleep(0.01)
         await asyncio.sleep(leave_after_s)
         return {"type": "http.disconnect"}
 
@@ -31,7 +36,7 @@ async def _call(app: Any, body: dict[str, Any], leave_after_s: float) -> list[di
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
              "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
                                                               (b"content-length", str(len(raw)).encode())],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
@@ -39,13 +44,18 @@ async def _call(app: Any, body: dict[str, Any], leave_after_s: float) -> list[di
     return sent
 
 
+ROUTES = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "go"}]},
+          "/v1/completions": {"prompt": "go"}}
+
+
+@pytest.mark.parametrize("path", list(ROUTES))
 @pytest.mark.parametrize("stream", [True, False])
-def test_disconnect_aborts_and_settles_cancelled(qwen3_tokenizer_dir: Any, stream: bool) -> None:
+def test_disconnect_aborts_and_settles_cancelled(qwen3_tokenizer_dir: Any, stream: bool, path: str) -> None:
     engine = ScriptedEngine(lambda p, params, i: [9707] * 10_000, step_s=0.01)
     gateway = RecordingGateway()
     app = create_app(engine, Catalog.load(), gateway, Settings(model_path=str(qwen3_tokenizer_dir)))
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 3000, "stream": stream}
-    sent = asyncio.run(_call(app, body, leave_after_s=0.3))
+    body = {"model": MODEL, **ROUTES[path], "max_tokens": 3000, "stream": stream}
+    sent = asyncio.run(_call(app, body, leave_after_s=0.3, path=path, engine=engine))
     assert len(engine.requests) == 1
     rid = engine.requests[0][2]
     assert engine.aborted == [rid] and not engine.active  # the engine let the request go (KV freed)
@@ -56,3 +66,38 @@ def test_disconnect_aborts_and_settles_cancelled(qwen3_tokenizer_dir: Any, strea
     assert 1 <= settled["usage"].completion_tokens < 3000
     if stream:
         assert sent[0]["status"] == 200 and any(m.get("body", b"").startswith(b"data: ") for m in sent[1:])
+
+
+def test_any_route_is_cancelled_when_its_client_leaves(qwen3_tokenizer_dir: Any) -> None:
+    """The mechanism is the app's, not a route's: a route added later is cancelled the same way."""
+    app = create_app(ScriptedEngine(lambda p, params, i: []), Catalog.load(), RecordingGateway(),
+                     Settings(model_path=str(qwen3_tokenizer_dir)))
+    seen: dict[str, Any] = {}
+
+    @app.post("/v1/slow")
+    async def slow(body: dict[str, Any]) -> dict[str, Any]:
+        seen["started"] = True
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen["cancelled"] = True
+            raise
+        return body
+
+    t0 = time.monotonic()
+    sent = asyncio.run(_call(app, {"x": 1}, leave_after_s=0.2, path="/v1/slow"))
+    elapsed = time.monotonic() - t0
+    assert seen == {"started": True, "cancelled": True} and elapsed < 5
+    assert sent == []  # nothing sent to a client that is gone
+
+
+def test_a_finished_response_is_not_cancelled(qwen3_tokenizer_dir: Any) -> None:
+    """A client that hangs up right after a whole response changes nothing (completed, not cancelled)."""
+    engine = ScriptedEngine(lambda p, params, i: [9707] * 5)
+    gateway = RecordingGateway()
+    app = create_app(engine, Catalog.load(), gateway, Settings(model_path=str(qwen3_tokenizer_dir)))
+    body = {"model": MODEL, "prompt": "go", "max_tokens": 5}
+    sent = asyncio.run(_call(app, body, leave_after_s=0.5, path="/v1/completions"))
+    assert sent[0]["status"] == 200
+    [settled] = gateway.settled
+    assert settled["status"] == "completed" and settled["usage"].completion_tokens == 5

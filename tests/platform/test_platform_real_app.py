@@ -208,6 +208,39 @@ def test_insufficient_credit_and_fifty_concurrent_against_a_credit_for_ten(serve
         assert len(ok) == 10 and after.spent == each * 10
 
 
+@pytest.mark.parametrize("route", ["chat/completions", "completions"])
+def test_every_route_carries_the_id_and_currency_and_stops_when_the_client_leaves(serve, db: Database, route) -> None:  # noqa: ANN001
+    server, gw = serve()
+    key, rec = gw.keys.create("routes", credit=Decimal("5"))
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"model": MODEL, **({"messages": MSG} if route.startswith("chat") else {"prompt": "Say something."})}
+    whole = httpx.post(f"{server.url}/v1/{route}", json={**body, "max_tokens": 4}, headers=auth, timeout=60)
+    assert whole.status_code == 200
+    assert whole.headers["x-generation-id"] == whole.json()["id"] and whole.headers["x-cost-currency"] == "CNY"
+    with httpx.stream("POST", f"{server.url}/v1/{route}", json={**body, "max_tokens": 4, "stream": True},
+                      headers=auth, timeout=60) as r:
+        ids = {json.loads(line[6:])["id"] for line in r.iter_lines() if line.startswith("data: {")}
+        assert ids == {r.headers["x-generation-id"]} and r.headers["x-cost-currency"] == "CNY"
+    # A whole (non-streamed) answer whose client gives up: the engine stops, the row says cancelled and
+    # charges only the tokens generated before it left.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/{route}", json={**body, "max_tokens": 3000, "logit_bias": {"151645": -100, "151643": -100}},
+                   headers=auth, timeout=1.5)
+    left = ledger(db, 3)[-1]
+    assert left["status"] == "cancelled" and 1 <= left["completion_tokens"] < 3000, left
+    assert left["duration_s"] < 10
+    deadline = time.monotonic() + 10
+    while serve_stats(server)["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serve_stats(server)["running"] == 0
+    after = state(gw, rec)
+    assert after.reserved == 0 and after.spent == sum(row["cost"] for row in ledger(db, 3))
+
+
+def serve_stats(server: ServerThread) -> dict[str, Any]:
+    return httpx.get(server.url + "/health", timeout=5).json()
+
+
 @pytest.fixture(scope="module")
 def upstream_qwen3(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:  # noqa: ANN001
     """A second qwen3-api (`serve --no-auth`, its own ledger) on loopback: the upstream of a catalog entry."""
@@ -265,13 +298,18 @@ def test_a_second_qwen3_api_server_as_upstream(db: Database, engine, upstream_qw
         stream_cost = price(cat.get("up/qwen"), Usage(chunks[-1].usage.prompt_tokens,
                                                       chunks[-1].usage.completion_tokens))
         assert Decimal(str(chunks[-1].usage.model_extra["cost"])) == stream_cost
+        raw = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                         json={"model": "up/qwen", "messages": MSG, "max_tokens": 2}, timeout=60)
+        assert raw.headers["x-generation-id"] == raw.json()["id"]  # our id, not the upstream's
         with pytest.raises(openai.PermissionDeniedError):
             c.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)  # this key: upstream only
-    rows = ledger(db, 2)
+    rows = ledger(db, 3)
     assert [(r["model"], r["streamed"], r["status"]) for r in rows] == [("up/qwen", False, "completed"),
-                                                                       ("up/qwen", True, "completed")]
+                                                                       ("up/qwen", True, "completed"),
+                                                                       ("up/qwen", False, "completed")]
+    assert rows[2]["id"] == raw.json()["id"]
     assert rows[0]["completion_tokens"] == u.completion_tokens and rows[0]["cost"] == cost
-    assert state(gw, rec).spent == cost + stream_cost
+    assert state(gw, rec).spent == cost + stream_cost + rows[2]["cost"]
     upstream_db = Database(up_db_url)
     try:
         up_rows = ledger(upstream_db, 2)

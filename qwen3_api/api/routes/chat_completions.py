@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from qwen3_api.api.chat_request import PreparedChat, prepare_chat
@@ -36,7 +36,6 @@ from qwen3_api.api.streaming import (
     sse_error,
     sse_event,
     stream_error,
-    unless_disconnected,
     with_keepalive,
 )
 from qwen3_api.api.usage import usage_body
@@ -124,7 +123,7 @@ def _delta(d: ChatDelta, exclude_reasoning: bool) -> Delta:
              responses={400: {"description": "invalid parameters"}, 401: {"description": "bad API key"},
                         402: {"description": "insufficient credits"}, 404: {"description": "unknown model"},
                         413: {"description": "body too large"}, 429: {"description": "rate limited"}})
-async def create_chat_completion(req: ChatCompletionRequest, request: Request,
+async def create_chat_completion(req: ChatCompletionRequest,
                                  state: AppState = Depends(get_state),
                                  principal: Any = Depends(authenticate)) -> Response:
     """Chat completion, OpenAI-compatible, with reasoning, tools, structured output and streaming."""
@@ -140,9 +139,12 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request,
     if not req.stream:
         async with gen:
             choices = _Choices(prep, gen)
-            if not await unless_disconnected(request, choices.run):
+            try:
+                await choices.run()
+            finally:
+                # A client that leaves cancels the run (api/disconnect.py): its choices still count their
+                # reasoning, and the generation settles as cancelled.
                 choices.finish_all("abort")
-                return Response(status_code=499)  # nobody reads it; the generation settles as cancelled
             gen.complete()
             cost = await gen.settle("completed")
         body = ChatCompletionResponse(id=rid, created=created, model=entry.id, usage=usage_body(gen, cost),
@@ -152,7 +154,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request,
                                                           native_finish_reason=f.native_finish_reason)
                                                for i, f in enumerate(choices.finals) if f is not None])
         return Response(body.model_dump_json(), media_type="application/json",
-                        headers=_headers(gen))
+                        headers=gen.headers())
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     want_logprobs = bool(req.logprobs)
@@ -216,12 +218,6 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request,
             choices.finish_all("abort")
             await gen.close()
 
-    return SSEResponse(with_keepalive(events(), state.settings.keepalive_s), headers=_headers(gen),
+    return SSEResponse(with_keepalive(events(), state.settings.keepalive_s), headers=gen.headers(),
                        on_close=gen.close)
 
-
-def _headers(gen: Generation) -> dict[str, str]:
-    """Rate-limit headers the Gateway attached to the admission, and the generation id."""
-    headers = dict(getattr(gen.admission, "headers", None) or {})
-    headers["X-Generation-Id"] = gen.request_id
-    return headers

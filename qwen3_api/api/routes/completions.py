@@ -159,7 +159,7 @@ async def create_completion(req: CompletionRequest, state: AppState = Depends(ge
                              native_finish_reason=c.native,
                              logprobs=c.logprobs if req.logprobs is not None else None)
             for i, c in enumerate(choices)])
-        return Response(body.model_dump_json(), media_type="application/json")
+        return Response(body.model_dump_json(), media_type="application/json", headers=gen.headers())
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     await gen.__aenter__()
@@ -184,4 +184,5 @@ async def create_completion(req: CompletionRequest, state: AppState = Depends(ge
         finally:
             await gen.close()
 
-    return SSEResponse(with_keepalive(events(), state.settings.keepalive_s), on_close=gen.close)
+    return SSEResponse(with_keepalive(events(), state.settings.keepalive_s), headers=gen.headers(),
+                       on_close=gen.close)
