@@ -1,4 +1,4 @@
-"""One exception type for every OpenAI-shaped error, and the handlers that render it."""
+"""The project's shared exception types: OpenAI-shaped API errors, and start-up errors the CLI prints as one line."""
 
 from __future__ import annotations
 
@@ -32,3 +32,10 @@ class APIError(Exception):
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     """A 400 for a bad request parameter."""
     return APIError(400, message, "invalid_request_error", param=param, code=code)
+
+
+class StartupError(Exception):
+    """A setup problem the operator must fix (a database or Redis URL, a port, a path), found before serving.
+
+    ``qwen3-api`` prints it as one ``qwen3-api: error: ...`` line and exits non-zero, without a traceback.
+    """

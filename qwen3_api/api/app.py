@@ -12,9 +12,12 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen3_api import __version__
+from qwen3_api.api.access_log import AccessLogMiddleware
 from qwen3_api.api.disconnect import CancelOnDisconnectMiddleware
-from qwen3_api.api.errors import error_response, install_error_handlers
+from qwen3_api.api.errors import KeepAliveOn500Middleware, error_response, install_error_handlers
 from qwen3_api.api.metrics import Metrics, MetricsMiddleware
+from qwen3_api.api.openapi import publish_schema
+from qwen3_api.api.text_guard import TextGuardMiddleware
 from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
 
@@ -32,6 +35,10 @@ class Settings:
     # Path of the model directory: the chat layer reads the tokenizer and chat template from it.
     model_path: str | None = None
     shutdown_engine: bool = True
+    # The built-in demo model (random weights) under the served name: /v1/models and /health say so.
+    demo: bool = False
+    # One line per request on the qwen3_api.access logger (serve --access-log).
+    access_log: bool = False
 
 
 class BodyLimitMiddleware:
@@ -85,6 +92,13 @@ class BodyLimitMiddleware:
         await self.app(scope, counted_receive, guarded_send)
 
 
+class _App(FastAPI):
+    """FastAPI with :class:`KeepAliveOn500Middleware` outside Starlette's ServerErrorMiddleware (which re-raises)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return KeepAliveOn500Middleware(super().build_middleware_stack())
+
+
 def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings | None = None) -> FastAPI:
     """Build the API around a running engine (``AsyncLLMEngine``), the catalog and the platform's Gateway.
 
@@ -118,7 +132,7 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
         if settings.shutdown_engine and hasattr(engine, "shutdown"):
             await engine.shutdown()
 
-    app = FastAPI(title="qwen3-api", version=__version__, lifespan=lifespan,
+    app = _App(title="qwen3-api", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API for Qwen3-30B-A3B (chat completions, completions, models).")
     stats = getattr(engine, "stats", None)
     app.state.api = AppState(engine=engine, catalog=catalog, gateway=gateway, settings=settings,
@@ -129,8 +143,13 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
     extra_routers = getattr(gateway, "routers", None)
     for router in (extra_routers() if callable(extra_routers) else []):
         app.include_router(router)
+    publish_schema(app, max_n=settings.max_n)
     # Innermost: once the handler has the body, a client that leaves cancels it (every route, one mechanism).
     app.add_middleware(CancelOnDisconnectMiddleware)
+    # The text check reads only bodies the size limit let through.
+    app.add_middleware(TextGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.api.metrics)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)  # outermost of ours: it sees the 413s and the metrics' time too
     return app

@@ -6,13 +6,16 @@ from typing import Any
 
 from fastapi import Depends, Request
 
+from qwen3_api.api import access_log
 from qwen3_api.api.state import AppState, get_state
 from qwen3_api.errors import invalid
 
 
 async def authenticate(request: Request, state: AppState = Depends(get_state)) -> Any:
     """The caller's Principal from ``Authorization: Bearer ...`` (the Gateway raises the 401)."""
-    return await state.gateway.authenticate(request.headers.get("authorization"))
+    principal = await state.gateway.authenticate(request.headers.get("authorization"))
+    access_log.note(key=getattr(principal, "label", None))
+    return principal
 
 
 async def route_model(state: AppState, principal: Any, req: Any, upstream_path: str) -> Any:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen3_api.errors import APIError
 
@@ -26,6 +27,12 @@ def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
 
 
+def server_error() -> APIError:
+    """The 500 a client sees for a bug of ours: no detail of what failed."""
+    return APIError(500, "The server had an error while processing your request.", "server_error",
+                    code="internal_error")
+
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "NamedToolChoice", "TextPart", "none"}
 
 
@@ -36,14 +43,36 @@ def _is_type_tag(p: Any) -> bool:
                                                                      "json-or-python[", "constrained-")))
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
-    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
+def format_param(path: tuple[Any, ...]) -> str | None:
+    """``("messages", 0, "content")`` -> ``"messages[0].content"``; the empty path is None (the whole body)."""
     out = ""
-    for p in loc:
-        if p == "body" or _is_type_tag(p):
-            continue
+    for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or None
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``; ``("path", "key_id")`` -> ``"key_id"``."""
+    if loc and loc[0] in ("query", "path", "header", "cookie"):
+        loc = loc[1:]
+    return format_param(tuple(p for p in loc if p != "body" and not _is_type_tag(p)))
+
+
+def _most_telling(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first error, or for a union the member's error that got furthest into the value.
+
+    ``prompt: [-1]`` fails every member of ``str | list[str] | list[int]``; "should be a valid string" (the
+    first) says less than "prompt[0] should be >= 0" (the deepest, and not a mere type mismatch).
+    """
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    tag = next((i for i, p in enumerate(loc) if _is_type_tag(p)), None)
+    if tag is None:
+        return first
+    same_union = [e for e in errors if tuple(e.get("loc", ()))[:tag] == loc[:tag]
+                  and len(e.get("loc", ())) > tag and _is_type_tag(e["loc"][tag])]
+    return max(same_union, key=lambda e: (len([p for p in e["loc"] if not _is_type_tag(p)]),
+                                          not str(e.get("type", "")).endswith("_type")))
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
@@ -51,7 +80,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     if not errors:
         return APIError(400, "Invalid request body.")
-    first = errors[0]
+    first = _most_telling(errors)
     if first.get("type") == "json_invalid":
         return APIError(400, "We could not parse the JSON body of your request: "
                         f"{first.get('ctx', {}).get('error', 'invalid JSON')}.", code="invalid_json")
@@ -90,5 +119,41 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error: %s", exc)
-        return error_response(APIError(500, "The server had an error while processing your request.",
-                                       "server_error", code="internal_error"))
+        return error_response(server_error())
+
+
+class KeepAliveOn500Middleware:
+    """The outermost layer: an unhandled exception never costs a pooled client its keep-alive connection.
+
+    Starlette's ServerErrorMiddleware sends the 500 (our handler above) and then re-raises, and uvicorn answers
+    a re-raised exception by closing the socket without ``Connection: close``: the client pools the
+    connection and loses its next request on it. Here an exception after a complete response is dropped (it
+    is logged already), one before any response is answered with the OpenAI-shaped 500; only a response cut
+    off half-way (a stream whose body raised) is re-raised, since closing is then the only way to end it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = finished = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started, finished
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started and not finished:
+                raise
+            if not started:
+                log.exception("unhandled error before any response: %s", exc)
+                await error_response(server_error())(scope, receive, send)

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from qwen3_api.api import access_log
 from qwen3_api.api.state import AppState
 from qwen3_api.engine.exceptions import PromptTooLongError
 from qwen3_api.engine.outputs import RequestOutput
@@ -44,6 +45,7 @@ class Generation:
         self.prompt_ids = prompt_ids
         self.params = params
         self.streamed = streamed
+        access_log.note(id=request_id, key=getattr(principal, "label", None))
         self.started = time.monotonic()
         self.ttft_s: float | None = None
         self.cached_tokens = 0
@@ -130,6 +132,7 @@ class Generation:
         self.status = status
         usage = self.usage()
         duration = time.monotonic() - self.started
+        access_log.note(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, outcome=status)
         try:
             cost = await self.state.gateway.settle(self.admission, usage, status=status, streamed=self.streamed,
                                                    ttft_s=self.ttft_s, duration_s=duration)

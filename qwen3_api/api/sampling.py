@@ -85,6 +85,11 @@ def to_sampling_params(req: SamplingFields, *, max_tokens: int, vocab_size: int,
             value = defaults.get(name)
         if value is not None:
             values[name] = value
+    if values.get("top_p") == 0:
+        # OpenAI's schema takes top_p 0 (clients send it for "deterministic"); the engine's nucleus needs
+        # p > 0. As p -> 0 the nucleus is the single most likely token: that is top_k 1, so send that.
+        values["top_p"] = 1.0
+        values["top_k"] = 1
     bias = None
     if req.logit_bias:
         bias = {}

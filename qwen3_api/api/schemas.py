@@ -40,6 +40,13 @@ class ToolCall(_Lenient):
 class ChatMessage(_Lenient):
     """One message of the conversation. Earlier reasoning is accepted under either field name."""
 
+    # _content_required's rule in the published schema: content (not null), or an assistant's tool calls.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["role", "tool_calls"],
+         "properties": {"role": {"const": "assistant"}, "tool_calls": {"type": "array", "minItems": 1}}},
+    ]})
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -98,6 +105,10 @@ class JSONSchemaFormat(_Lenient):
 
 
 class ResponseFormat(_Lenient):
+    model_config = ConfigDict(json_schema_extra={  # _schema_given, in the published schema
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}}})
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
@@ -115,6 +126,10 @@ class StreamOptions(_Lenient):
 class Reasoning(_Lenient):
     """OpenRouter's reasoning object. ``effort`` and ``max_tokens`` are alternatives."""
 
+    model_config = ConfigDict(json_schema_extra={"not": {  # _one_budget, in the published schema
+        "required": ["effort", "max_tokens"],
+        "properties": {"effort": {"type": "string"}, "max_tokens": {"type": "integer"}}}})
+
     effort: ReasoningEffort | None = None
     max_tokens: Annotated[int, Field(ge=0)] | None = None
     exclude: bool = False
@@ -127,7 +142,9 @@ class Reasoning(_Lenient):
         return self
 
 
-Stop = str | Annotated[list[str], Field(max_length=16)] | None
+# Empty stop strings are refused by _no_empty_stop (naming "stop"); the schema says so with minLength.
+_StopString = Annotated[str, Field(json_schema_extra={"minLength": 1})]
+Stop = _StopString | Annotated[list[_StopString], Field(max_length=16)] | None
 
 
 class SamplingFields(_Lenient):
@@ -143,8 +160,13 @@ class SamplingFields(_Lenient):
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    seed: int | None = None
+    # Keys are token ids (the vocabulary's size is checked against the tokenizer).
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+                          Field(json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}})] | None = None
+    # The sampler's generator takes any 64-bit seed; the schema publishes the range every JSON number holds
+    # exactly (a validator comparing as doubles would let 2**64 + 1000 pass a maximum of 2**64 - 1).
+    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1, json_schema_extra={
+        "minimum": -(2**53 - 1), "maximum": 2**53 - 1})] | None = None
     stop: Stop = None
     n: Annotated[int, Field(ge=1)] = 1
     stream: bool = False
@@ -173,6 +195,15 @@ class ChatCompletionRequest(SamplingFields):
     the conversation has none), ``high`` appends ``VERBOSITY_INSTRUCTIONS["high"]``, ``medium`` changes nothing.
     ``structured_outputs`` is a capability flag in the seed document, accepted and ignored.
     """
+
+    # _consistent's rules that JSON Schema can say, in the published schema (a named tool_choice must be
+    # one of tools: that cross-reference it cannot).
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
+         "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}},
+        {"if": {"required": ["tool_choice"], "properties": {"tool_choice": {"const": "required"}}},
+         "then": {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}}},
+    ]})
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -211,10 +242,26 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     """POST /v1/completions (legacy text completion): the same sampling, a raw prompt, no template."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] | list[int]
+    # One prompt: text, or token ids (the vocabulary's upper bound is checked against the tokenizer).
+    prompt: (Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                            Field(min_length=1, max_length=1)]
+             | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)])
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool = False
-    suffix: str | None = None
+    # Fill-in-the-middle is refused (_no_suffix): only an empty suffix is accepted, and the schema says so.
+    suffix: Annotated[str, Field(json_schema_extra={"maxLength": 0})] | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, v: Any) -> Any:
+        # Said plainly here: the union's own errors would name its first member ("should be a valid string").
+        if v == "" or v == [] or v == [""]:
+            raise ValueError("prompt must not be empty")
+        if isinstance(v, list) and (any(isinstance(x, list) for x in v)
+                                    or len(v) > 1 and any(isinstance(x, str) for x in v)):
+            raise ValueError("a batch of prompts is not supported: send one prompt (a string, or one array of "
+                             "token ids) per request")
+        return v
 
     @field_validator("suffix")
     @classmethod

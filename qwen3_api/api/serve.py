@@ -1,21 +1,58 @@
-"""`qwen3-api serve`: load the model, build the platform's Gateway, and run the API with uvicorn."""
+"""`qwen3-api serve`: check the setup, load the model, build the platform's Gateway, run the API with uvicorn.
+
+Everything an operator can get wrong outside the model (database, Redis, catalog, port) is checked before the
+model loads, which for the real checkpoint takes minutes: a typo costs seconds and one ``qwen3-api: error:`` line.
+This module is imported to build `qwen3-api --help`: nothing heavy at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
+
+from qwen3_api.errors import StartupError
 
 log = logging.getLogger("qwen3_api.serve")
 
 DEFAULT_SERVED_NAME = "qwen/qwen3-30b-a3b"
-_RANDOM_WEIGHTS_BANNER = """
-################################################################################
-#  WARNING: no --model given. Serving the built-in DEMO model: a tiny MoE with  #
-#  RANDOM WEIGHTS. Its answers are noise. Pass --model PATH|HUB_ID (for example #
-#  --model Qwen/Qwen3-30B-A3B) to serve a real checkpoint.                      #
-################################################################################
-"""
+_RANDOM_WEIGHTS_BANNER = (
+    "WARNING: no --model given. Serving the built-in DEMO model: a tiny MoE with",
+    "RANDOM WEIGHTS, so its answers are noise. It answers as '{name}' so that",
+    "clients and examples work unchanged; /v1/models and /health say it is the demo.",
+    "Pass --model PATH|HUB_ID (e.g. --model Qwen/Qwen3-30B-A3B) to serve a real model.",
+)
+
+
+def demo_banner(served_name: str) -> str:
+    """The framed warning printed when `serve` falls back to the demo model."""
+    lines = [line.format(name=served_name) for line in _RANDOM_WEIGHTS_BANNER]
+    width = max(map(len, lines))
+    rule = "#" * (width + 6)
+    return "\n".join(["", rule, *[f"#  {line.ljust(width)}  #" for line in lines], rule, ""])
+
+
+_PORT_HINTS = {errno.EADDRINUSE: "another process is listening there: stop it or pass --port N",
+               errno.EACCES: "ports below 1024 need privileges: pass --port 8000 or another port above 1023",
+               errno.EADDRNOTAVAIL: "this machine has no such address: check --host"}
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, not after the model has loaded, when uvicorn could not listen on ``host:port``.
+
+    Binds the way uvicorn does (IPv6 for a host with ':', SO_REUSEADDR) and lets go at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        hint = _PORT_HINTS.get(exc.errno or 0, "")
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                           + (f" ({hint})" if hint else "")) from None
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -23,25 +60,30 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("server")
     g.add_argument("--served-model-name", default=DEFAULT_SERVED_NAME,
                    help="model id clients send and /v1/models lists (its catalog entry gives the prices)")
-    g.add_argument("--host", default="127.0.0.1")
-    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     g.add_argument("--max-n", type=int, default=8, help="largest n (choices per request) accepted")
     g.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                    help="larger request bodies get 413")
     g.add_argument("--keepalive-s", type=float, default=5.0,
                    help="SSE comment sent when a stream has been silent this long (long prefills)")
-    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (debug also shows the database migrations)")
+    g.add_argument("--access-log", action="store_true",
+                   help="log one line per request (logger qwen3_api.access): generation id, key label (sk-…abcd, "
+                        "never the key), method, path, status, tokens, duration")
     return parser
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     from qwen3_api.engine.args import EngineArgs
-    from qwen3_api.platform.factory import add_cli_args
+    from qwen3_api.platform.options import add_cli_args
 
     p = subparsers.add_parser("serve", help="serve the OpenAI-compatible API",
                               description="Serve the OpenAI-compatible API (chat completions, completions, "
-                                          "models, health, metrics) for one checkpoint.")
+                                          "models, health, metrics) for one checkpoint. Without --model it "
+                                          "serves the built-in demo model (tiny, random weights).")
     add_serve_args(p)
     EngineArgs.add_cli_args(p)
     add_cli_args(p)
@@ -49,38 +91,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported lazily
-    """Everything `serve` builds before listening: engine, catalog, gateway, app."""
-    from qwen3_api.api.app import Settings, create_app
+    """Everything `serve` builds before listening: checks, catalog, gateway, engine, app.
+
+    The catalog, the database (connect + migrate), Redis and the port are checked before the model loads;
+    each failure is a :class:`StartupError`.
+    """
     from qwen3_api.engine.args import EngineArgs
-    from qwen3_api.engine.async_engine import AsyncLLMEngine
-    from qwen3_api.model.loader import resolve_model_path
     from qwen3_api.platform.factory import build_gateway, load_catalog
 
-    if not args.model:
+    try:
+        engine_args = EngineArgs.from_cli_args(args)  # its checks of the engine options, before anything loads
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    catalog = load_catalog(args)
+    gateway = build_gateway(args)
+    if getattr(args, "port", None) is not None:
+        check_port(args.host, args.port)
+    # Only now the heavy imports (torch: seconds): a setup mistake above is reported without waiting for them.
+    from qwen3_api.api.app import Settings, create_app
+    from qwen3_api.engine.async_engine import AsyncLLMEngine
+    from qwen3_api.model.loader import resolve_model_path
+
+    demo = not args.model
+    if demo:
         from qwen3_api.model.tiny import ensure_demo_model
 
         args.model = str(ensure_demo_model())
-        print(_RANDOM_WEIGHTS_BANNER, file=sys.stderr, flush=True)
-        log.warning("serving the demo model with RANDOM weights from %s", args.model)
+        print(demo_banner(args.served_model_name), file=sys.stderr, flush=True)
+        log.warning("serving the demo model (RANDOM weights) from %s as %s", args.model, args.served_model_name)
     model_path = resolve_model_path(args.model)
-    args.model = str(model_path)
-    catalog = load_catalog(args)
-    engine_args = EngineArgs.from_cli_args(args)
+    args.model = engine_args.model = str(model_path)
     engine = AsyncLLMEngine.from_args(engine_args)
     log.info("context length in force: %d tokens", engine.max_model_len)
-    gateway = build_gateway(args)
     settings = Settings(served_model_name=args.served_model_name, max_n=args.max_n,
                         max_body_bytes=args.max_body_bytes, keepalive_s=args.keepalive_s,
-                        model_path=str(model_path))
+                        model_path=str(model_path), demo=demo, access_log=getattr(args, "access_log", False))
     return create_app(engine, catalog, gateway, settings)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the app and serve it until interrupted."""
-    import uvicorn
-
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args)
+    import uvicorn
+
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=5)
     return 0

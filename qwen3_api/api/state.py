@@ -18,6 +18,11 @@ from qwen3_api.platform.catalog import Catalog, CatalogEntry
 if TYPE_CHECKING:
     from qwen3_api.api.app import Settings
 
+# What /v1/models says of the demo model, served under the real model's id so the examples work unchanged.
+DEMO_DESCRIPTION = ("DEMO, RANDOM WEIGHTS: the built-in tiny demo model (a 2-layer MoE whose weights are random, so "
+                    "its answers are noise), served under this id so that clients and examples work unchanged. "
+                    "Start the server with --model Qwen/Qwen3-30B-A3B to serve the real model.")
+
 
 @dataclass(slots=True)
 class AppState:
@@ -55,6 +60,9 @@ class AppState:
             assert base is not None  # create_app checked it
             cached = dataclasses.replace(base, context_length=self.max_model_len,
                                          max_completion_tokens=base.max_completion_tokens or self.max_model_len)
+            if self.settings.demo:
+                cached = dataclasses.replace(cached, name=f"{base.name or base.id} (demo, random weights)",
+                                             description=DEMO_DESCRIPTION)
             self._cache["served_entry"] = cached
         return cached
 

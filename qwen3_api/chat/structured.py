@@ -105,8 +105,12 @@ def _call_body(tok: ChatTokenizer, tools: list[dict[str, Any]], param: str) -> s
     schemas = []
     for tool in tools:
         schema = _with_options(call_schema(tool))
-        source = llguidance.LLMatcher.grammar_from_json_schema(schema)
-        if llguidance.LLMatcher.validate_grammar(source, tok.llg_tokenizer):
+        try:
+            source = llguidance.LLMatcher.grammar_from_json_schema(schema)
+            unusable = bool(llguidance.LLMatcher.validate_grammar(source, tok.llg_tokenizer))
+        except ValueError:  # a schema llguidance cannot even read (an integer past 64 bits, ...)
+            unusable = True
+        if unusable:
             if tool_function(tool).get("strict"):
                 raise invalid(f"strict tool {tool_function(tool)['name']!r} has an unsupported schema", param)
             # A non-strict tool with a schema llguidance cannot compile still gets a well-formed call.

@@ -1,4 +1,8 @@
-"""Engine options: one dataclass, shared by `qwen3-api serve`, the offline LLM and the benchmarks."""
+"""Engine options: one dataclass, shared by `qwen3-api serve`, the offline LLM and the benchmarks.
+
+torch is imported inside the functions that need it: `qwen3-api serve --help` builds these options, and
+importing torch alone takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import argparse
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 
 
 @dataclass
@@ -52,14 +58,18 @@ class EngineArgs:
 
     def resolve_device(self) -> torch.device:
         """The device to run on."""
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
     def resolve_dtype(self, checkpoint_dtype: torch.dtype, device: torch.device) -> torch.dtype:
         """The compute / KV-cache dtype."""
+        import torch
+
         if self.dtype != "auto":
-            return _DTYPES[self.dtype]
+            return getattr(torch, self.dtype)
         return checkpoint_dtype if device.type == "cuda" else torch.float32
 
     @staticmethod
@@ -67,24 +77,29 @@ class EngineArgs:
         """Add the engine options to ``parser`` (used by ``qwen3-api serve`` and the benchmarks)."""
         d = EngineArgs()
         g = parser.add_argument_group("engine")
-        g.add_argument("--model", default=d.model, help="checkpoint directory or hub id")
-        g.add_argument("--dtype", default=d.dtype, choices=["auto", *_DTYPES])
-        g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+        g.add_argument("--model", default=d.model,
+                       help="checkpoint directory or hub id (default: the built-in demo model, random weights)")
+        g.add_argument("--dtype", default=d.dtype, choices=["auto", *_DTYPES],
+                       help="auto: the checkpoint's dtype on CUDA, float32 on the CPU")
+        g.add_argument("--device", default=d.device, help="auto (cuda when available) | cpu | cuda | cuda:N")
         g.add_argument("--max-model-len", type=int, default=d.max_model_len,
-                       help="context length; above the native length this turns YaRN on")
+                       help="context length; above the native length this turns YaRN on "
+                            "(default: the checkpoint's native context)")
         g.add_argument("--kv-cache-memory", type=float, default=d.kv_cache_memory,
                        help="KV cache size: GiB when > 1.0, else a fraction of free memory "
                             "(default: from --gpu-memory-utilization on CUDA, 4 GiB on the CPU)")
         g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization,
                        help="share of the whole GPU's memory the server may use (weights + KV cache)")
-        g.add_argument("--block-size", type=int, default=d.block_size)
-        g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
-        g.add_argument("--max-num-batched-tokens", type=int, default=d.max_num_batched_tokens)
+        g.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV cache block")
+        g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs, help="most sequences running at once")
+        g.add_argument("--max-num-batched-tokens", type=int, default=d.max_num_batched_tokens,
+                       help="most tokens one engine step computes (prompt chunks and decodes together)")
         g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
-                       default=d.enable_prefix_caching)
+                       default=d.enable_prefix_caching, help="reuse the KV cache of prompts' shared prefixes")
         g.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction,
-                       default=d.enable_chunked_prefill)
-        g.add_argument("--seed", type=int, default=d.seed)
+                       default=d.enable_chunked_prefill,
+                       help="split long prompts across steps so running streams keep decoding")
+        g.add_argument("--seed", type=int, default=d.seed, help="seed of the sampler for requests without one")
         return parser
 
     @classmethod
@@ -96,6 +111,8 @@ class EngineArgs:
 def free_memory_bytes(device: torch.device) -> int:
     """Free memory on ``device``: torch.cuda.mem_get_info on CUDA, MemAvailable from /proc/meminfo on CPU."""
     if device.type == "cuda":
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     meminfo = Path("/proc/meminfo")
@@ -116,6 +133,8 @@ def kv_cache_budget_bytes(
     described on :class:`EngineArgs`)."""
     if kv_cache_memory is None:
         if device.type == "cuda":
+            import torch
+
             free, total = torch.cuda.mem_get_info(device)
             return max(0, int(total * gpu_memory_utilization) - (total - free))
         return min(int(CPU_DEFAULT_KV_GIB * 2**30), free_memory_bytes(device) // 2)

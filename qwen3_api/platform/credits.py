@@ -14,6 +14,9 @@ the reservation entirely (no database write on admission).
 
 To keep the database off the request path, a replica reserves in leases (``CreditLeases``) and admits
 most requests against its lease in memory; the same statement guards every lease, so the guarantee holds.
+Each lease is also a row owned by the replica (replicas.py): reserving, returning and settling move the row
+with ``reserved`` in one transaction, and a replica that stops heartbeating (killed, or paused past the
+expiry) has its leases reclaimed by the others, so a crash strands no credit for longer than the expiry.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from sqlalchemy import Connection, literal, update
 
+from qwen3_api.platform import replicas
 from qwen3_api.platform.db import Database
-from qwen3_api.platform.tables import Money, api_keys
+from qwen3_api.platform.replicas import LeaseLost, Reclaimed
+from qwen3_api.platform.tables import MONEY_SCALE, Money, api_keys
 
 log = logging.getLogger("qwen3_api.platform.credits")
 
@@ -62,13 +66,50 @@ def _money(amount: Decimal):  # noqa: ANN202 - a SQL bind parameter typed as Mon
     return literal(Decimal(amount), Money())
 
 
-@dataclass(slots=True)
-class _Lease:
+def reserve_leased(conn: Connection, replica_id: str, key_id: int, amount: Decimal) -> bool:
+    """``reserve`` into replica ``replica_id``'s lease row, in one transaction; raises LeaseLost when reclaimed.
+
+    Locks follow the one order (replica row, lease row, key row; see replicas.py), so the lease row is raised
+    before the conditional UPDATE and lowered back when the key has not that much credit left.
+    """
+    replicas.touch(conn, replica_id)
+    replicas.add_to_lease(conn, replica_id, key_id, amount)
+    if reserve(conn, key_id, amount):
+        return True
+    replicas.take_from_lease(conn, replica_id, key_id, amount)
+    return False
+
+
+def release_leased(conn: Connection, replica_id: str, returns: list[tuple[int, Decimal]]) -> None:
+    """Give unused lease back: out of each lease row that still holds it, then out of ``reserved``.
+
+    A lease already reclaimed gives nothing (its amount left ``reserved`` with the reclaim).
+    """
+    taken = [(key_id, amount) for key_id, amount in sorted(returns)
+             if replicas.take_from_lease(conn, replica_id, key_id, amount)]
+    for key_id, amount in taken:
+        release(conn, key_id, amount)
+
+
+_UNIT = Decimal(1) / MONEY_SCALE
+
+
+def on_grid(amount: Decimal) -> Decimal:
+    """``amount`` rounded up to what a Money column stores, so memory and database add up to the same unit."""
+    return Decimal(amount).quantize(_UNIT, rounding=ROUND_CEILING)
+
+
+@dataclass(slots=True, eq=False)
+class Lease:
+    """This replica's share of one key's ``reserved``, owned by one replica id (the lease row's owner)."""
+
+    owner: str
     leased: Decimal = Decimal(0)  # reserved in the database for this replica
     held: Decimal = Decimal(0)  # of which running requests hold
     last_used: float = 0.0
     uses: int = 0  # holds served since the last refill: sizes the next lease to the key's pace
     size: Decimal = Decimal(0)  # the last lease taken; below a quarter of it left, the next is prefetched
+    lost: bool = False  # reclaimed (or returned at shutdown): admits nothing more; its holds settle as spend
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -81,18 +122,37 @@ class CreditLeases:
     spend is therefore reserved in the database before it runs, so the balance never goes below zero
     across replicas. When the lease is short, the replica asks for a new one, then for just what the
     request needs; only if both fail is the answer 402. Unused leases return to the database after
-    ``idle_s`` without requests (so another replica can use that credit) and at shutdown. Trade-off: near
-    exhaustion, a request on one replica may get 402 while another replica still holds unused lease
-    for up to ``idle_s``; a replica killed without shutdown strands its unused lease in ``reserved``
-    (``qwen3-api keys reset-reserved`` frees it while no server runs).
+    ``idle_s`` without requests (so another replica can use that credit) and at shutdown (``retire``).
+    Trade-off: near exhaustion, a request on one replica may get 402 while another replica still holds
+    unused lease for up to ``idle_s``.
+
+    Crashes: the replica heartbeats every ``heartbeat_s`` (``maintain``, from the gateway's sweeper), and
+    reclaims the leases of replicas silent for more than ``expiry_s`` (replicas.py), so a ``kill -9`` strands
+    credit for ``expiry_s`` at most. A replica admits from memory only while its last confirmed heartbeat is
+    younger than ``expiry_s - heartbeat_s`` (measured from before that heartbeat was sent), i.e. while no
+    other replica can have reclaimed it yet; otherwise it confirms with the database first. If it finds it
+    was reclaimed (a pause longer than the expiry), it drops its leases and goes on as a new replica: new
+    requests lease afresh, and requests it admitted before the pause settle as spend only, without touching
+    ``reserved`` (whose share the reclaim already released). The key can then be over its credit by at most
+    what those requests held.
     """
 
-    def __init__(self, db: Database, *, factor: int = 8, max_factor: int = 256, idle_s: float = 10.0) -> None:
+    def __init__(self, db: Database, *, factor: int = 8, max_factor: int = 256, idle_s: float = 10.0,
+                 heartbeat_s: float = 5.0, expiry_s: float = 30.0) -> None:
+        if not 0 < 2 * heartbeat_s <= expiry_s:
+            raise ValueError(f"lease expiry ({expiry_s} s) must be at least twice the heartbeat ({heartbeat_s} s)")
         self.db = db
         self.factor = max(1, factor)
         self.max_factor = max(self.factor, max_factor)
         self.idle_s = idle_s
-        self._leases: dict[int, _Lease] = {}
+        self.heartbeat_s = heartbeat_s
+        self.expiry_s = expiry_s
+        self.replica_id = replicas.new_replica_id()
+        self._registered = False
+        self._confirmed = float("-inf")  # monotonic time before the last heartbeat the database accepted
+        self._confirming: asyncio.Future[None] | None = None
+        self._last_beat = float("-inf")
+        self._leases: dict[int, Lease] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
     def available(self, key_id: int) -> Decimal:
@@ -100,7 +160,17 @@ class CreditLeases:
         lease = self._leases.get(key_id)
         return lease.leased - lease.held if lease else Decimal(0)
 
-    def _take(self, lease: _Lease, amount: Decimal) -> bool:
+    def _lease(self, key_id: int) -> Lease:
+        lease = self._leases.get(key_id)
+        if lease is None:
+            lease = self._leases[key_id] = Lease(self.replica_id)
+        return lease
+
+    def _fresh(self) -> bool:
+        # No replica reclaims us before expiry_s after our last heartbeat; keep a heartbeat's margin.
+        return time.monotonic() - self._confirmed < self.expiry_s - self.heartbeat_s
+
+    def _take(self, lease: Lease, amount: Decimal) -> bool:
         if lease.leased - lease.held >= amount:
             lease.held += amount
             lease.uses += 1
@@ -108,37 +178,57 @@ class CreditLeases:
             return True
         return False
 
-    async def hold(self, key_id: int, amount: Decimal) -> bool:
-        """Hold ``amount`` for a request; False when neither the lease nor the database has it (402)."""
-        lease = self._leases.setdefault(key_id, _Lease())
-        if self._take(lease, amount):
-            if lease.leased - lease.held < lease.size / 4 and not lease.lock.locked():
-                self._spawn(self._prefetch(lease, key_id, amount))
-            return True
-        async with lease.lock:  # one database round trip per key at a time; the others reuse its lease
-            if self._take(lease, amount):
-                return True
-            need = amount - (lease.leased - lease.held)
-            # A busy key gets a bigger lease (twice what the last one served), so refills stay rare.
-            factor = min(self.max_factor, max(self.factor, 2 * lease.uses))
-            lease.uses = 0
-            for want in dict.fromkeys((max(need, amount * factor), need)):
-                if await self._reserve(lease, key_id, want, amount):
-                    lease.size = want
-                    return True
-            return False
+    async def hold(self, key_id: int, amount: Decimal) -> Lease | None:
+        """Hold ``amount`` for a request: the lease it came from (give it to ``consume``), or None (402).
 
-    async def _prefetch(self, lease: _Lease, key_id: int, amount: Decimal) -> None:
+        Raises LeaseLost only if this replica is reclaimed again and again while asking.
+        """
+        amount = on_grid(amount)
+        for _ in range(3):
+            lease = self._lease(key_id)
+            if self._fresh() and self._take(lease, amount):
+                if lease.leased - lease.held < lease.size / 4 and not lease.lock.locked():
+                    self._spawn(self._prefetch(lease, key_id, amount))
+                return lease
+            async with lease.lock:  # one database round trip per key at a time; the others reuse its lease
+                try:
+                    if await self._hold_slow(lease, key_id, amount):
+                        return lease
+                    return None
+                except LeaseLost as lost:
+                    self._lost(lost.replica_id)
+        raise LeaseLost(self.replica_id)
+
+    async def _hold_slow(self, lease: Lease, key_id: int, amount: Decimal) -> bool:
+        if not self._fresh():
+            await self._confirm()
+        if lease.lost:
+            raise LeaseLost(lease.owner)
+        if self._take(lease, amount):
+            return True
+        need = amount - (lease.leased - lease.held)
+        # A busy key gets a bigger lease (twice what the last one served), so refills stay rare.
+        factor = min(self.max_factor, max(self.factor, 2 * lease.uses))
+        lease.uses = 0
+        for want in dict.fromkeys((max(need, amount * factor), need)):
+            if await self._reserve(lease, key_id, want, amount):
+                lease.size = want
+                return True
+        return False
+
+    async def _prefetch(self, lease: Lease, key_id: int, amount: Decimal) -> None:
         # The lease is running low: top it up in the background so requests rarely wait for the database.
         try:
             async with lease.lock:
-                if lease.leased - lease.held >= lease.size / 4:
+                if lease.lost or not self._fresh() or lease.leased - lease.held >= lease.size / 4:
                     return
                 factor = min(self.max_factor, max(self.factor, 2 * lease.uses))
                 lease.uses = 0
                 want = amount * factor
                 if await self._reserve(lease, key_id, want, Decimal(0)):
                     lease.size = want
+        except LeaseLost as lost:
+            self._lost(lost.replica_id)
         except Exception:  # noqa: BLE001 - the next request that finds the lease short tries again
             log.exception("credit lease prefetch failed for key %s", key_id)
 
@@ -147,12 +237,16 @@ class CreditLeases:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reserve(self, lease: _Lease, key_id: int, want: Decimal, amount: Decimal) -> bool:
-        task = asyncio.ensure_future(self.db.run(lambda conn: reserve(conn, key_id, want)))
+    async def _reserve(self, lease: Lease, key_id: int, want: Decimal, amount: Decimal) -> bool:
+        owner, started = lease.owner, time.monotonic()
+        task = asyncio.ensure_future(self.db.run(lambda conn: reserve_leased(conn, owner, key_id, want)))
 
         def landed(t: asyncio.Future[bool]) -> None:
+            if t.cancelled() or t.exception() is not None:
+                return
+            self._alive(owner, started)  # the transaction heartbeat too
             # Take this request's share in the same step the lease lands, before any other request can.
-            if not t.cancelled() and t.exception() is None and t.result():
+            if t.result():
                 lease.leased += want
                 if amount:
                     lease.held += amount
@@ -171,17 +265,83 @@ class CreditLeases:
             task.add_done_callback(unhold)
             raise
 
-    def consume(self, key_id: int, held: Decimal, cost: Decimal) -> Decimal:
-        """A request ended: drop its hold and spend ``cost`` of the lease; returns what left the lease."""
-        lease = self._leases.get(key_id)
+    def consume(self, key_id: int, held: Decimal, cost: Decimal, lease: Lease | None = None) -> Decimal:
+        """A request ended: drop its hold and spend ``cost`` of its lease; returns what left the lease row.
+
+        ``lease`` is what ``hold`` returned (default: the key's current lease). A lost lease returns 0: the
+        reclaim already released its amount, so the settlement records spend only.
+        """
+        lease = lease or self._leases.get(key_id)
         if lease is None:
             return Decimal(0)
-        used = min(cost, held)
+        held = on_grid(held)
+        used = min(on_grid(cost), held)
         lease.held -= held
         lease.leased -= used
         lease.last_used = time.monotonic()
-        return used
+        return Decimal(0) if lease.lost else used
 
+    # -- liveness -----------------------------------------------------------------------------------
+    def _alive(self, owner: str, started: float) -> None:
+        if owner == self.replica_id:
+            self._registered = True
+            self._confirmed = max(self._confirmed, started)
+
+    async def _confirm(self) -> None:
+        """Heartbeat now (registering the replica the first time); raises LeaseLost when reclaimed."""
+        task = self._confirming
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._confirming = asyncio.ensure_future(self._heartbeat())
+        await asyncio.shield(task)
+
+    async def _heartbeat(self) -> None:
+        owner, started, registered = self.replica_id, time.monotonic(), self._registered
+        step = replicas.touch if registered else replicas.register
+        await self.db.run(lambda conn: step(conn, owner))
+        self._alive(owner, started)
+
+    def _lost(self, owner: str) -> None:
+        if owner != self.replica_id:
+            return  # already handled
+        running = sum(lease.held > 0 for lease in self._leases.values())
+        log.error("replica %s was reclaimed by another replica (no heartbeat for over %s s, e.g. a long pause): "
+                  "its credit leases were released; requests admitted before are charged without their "
+                  "reservation (%d keys); going on as a new replica", owner, self.expiry_s, running)
+        self._reset()
+
+    def _reset(self) -> None:
+        for lease in self._leases.values():
+            lease.lost = True
+        self._leases = {}
+        self.replica_id = replicas.new_replica_id()
+        self._registered = False
+        self._confirmed = float("-inf")
+
+    async def reclaim(self) -> list[Reclaimed]:
+        """Reclaim the leases of replicas that stopped heartbeating (any live replica may, periodically)."""
+        found = await asyncio.to_thread(replicas.reclaim_expired, self.db, self.expiry_s, exclude=self.replica_id)
+        _report(found)
+        return found
+
+    def reclaim_sync(self) -> list[Reclaimed]:
+        """``reclaim`` from outside any event loop (at start-up)."""
+        found = replicas.reclaim_expired(self.db, self.expiry_s, exclude=self.replica_id)
+        _report(found)
+        return found
+
+    async def maintain(self) -> None:
+        """One sweeper round: heartbeat and reclaim dead replicas' leases when due, then return idle leases."""
+        now = time.monotonic()
+        if now - self._last_beat >= self.heartbeat_s:
+            self._last_beat = now
+            try:
+                await self._confirm()
+            except LeaseLost as lost:
+                self._lost(lost.replica_id)
+            await self.reclaim()
+        await self.return_idle()
+
+    # -- returns ------------------------------------------------------------------------------------
     def _idle(self, everything: bool) -> list[tuple[int, Decimal]]:
         now, out = time.monotonic(), []
         for key_id, lease in self._leases.items():
@@ -191,17 +351,11 @@ class CreditLeases:
                 out.append((key_id, spare))
         return out
 
-    def _give_back(self, returns: list[tuple[int, Decimal]]) -> Callable[[Connection], None]:
-        def tx(conn: Connection) -> None:
-            for key_id, spare in returns:
-                release(conn, key_id, spare)
-        return tx
-
     async def return_idle(self, everything: bool = False) -> None:
-        """Give unused leases back to the database (idle ones, or all at shutdown)."""
-        returns = self._idle(everything)
+        """Give unused leases back to the database (idle ones, or all of them)."""
+        owner, returns = self.replica_id, self._idle(everything)
         if returns:
-            await self.db.run(self._give_back(returns))
+            await self.db.run(lambda conn: release_leased(conn, owner, returns))
 
     async def wait_idle(self) -> None:
         """Wait for background prefetches (at shutdown, before returning leases)."""
@@ -209,7 +363,25 @@ class CreditLeases:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def return_all_sync(self) -> None:
-        """``return_idle(everything=True)`` from outside any event loop (CLI tools, tests, shutdown)."""
-        returns = self._idle(True)
+        """``return_idle(everything=True)`` from outside any event loop (CLI tools, tests); the replica stays."""
+        owner, returns = self.replica_id, self._idle(True)
         if returns:
-            self.db.run_sync(self._give_back(returns))
+            self.db.run_sync(lambda conn: release_leased(conn, owner, returns))
+
+    async def retire(self) -> None:
+        """At shutdown: give back all this replica leases (held parts too) and remove its replica row.
+
+        Requests still running then settle as spend only. A later ``hold`` starts a new replica.
+        """
+        owner, registered = self.replica_id, self._registered or bool(self._leases)
+        self._reset()
+        if registered:
+            returned = await self.db.run(lambda conn: replicas.reclaim(conn, owner, None))
+            log.info("replica %s returned %d credit leases", owner, len(returned))
+
+
+def _report(found: list[Reclaimed]) -> None:
+    for r in found:
+        silent = f"{r.silent_s:.1f} s" if r.silent_s is not None else "unknown"
+        log.warning("reclaimed %s of key %s leased by replica %s (pid %s), silent for %s", r.amount, r.key_id,
+                    r.replica_id, r.pid, silent)

@@ -4,8 +4,9 @@ Hot path cost, chosen so the database is not on the request path (peer pitfalls 
 - ``authenticate``: a dict lookup. Keys are cached ``cache_ttl_s`` (2 s); admin changes made through this
   replica invalidate at once, changes made elsewhere (the CLI, another replica) apply within the TTL.
 - ``admit``: the rpm/tpm windows (memory, or one Redis round trip) and, for keys with a credit limit, a hold
-  on this replica's credit lease (memory; a database round trip only when the lease runs out — see
-  credits.CreditLeases for why the balance still never goes below zero across replicas).
+  on this replica's credit lease (memory; a database round trip only when the lease runs out, or when the
+  replica's heartbeat is stale — see credits.CreditLeases for why the balance still never goes below zero
+  across replicas, and replicas.py for how a dead replica's leases are reclaimed).
 - ``settle``: prices the usage, then waits for its ledger row and spend to be committed by the group-commit
   writer (ledger_writer.py): one transaction per batch of settlements, never one per token.
 
@@ -40,6 +41,7 @@ from qwen3_api.platform.ledger_writer import LedgerItem, LedgerWriter
 from qwen3_api.platform.pricing import Usage, price, reservation
 from qwen3_api.platform.principal import ANONYMOUS_PRINCIPAL, Admission, Principal, bearer_token
 from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateDecision, RateLimiter
+from qwen3_api.platform.replicas import LeaseLost
 
 log = logging.getLogger("qwen3_api.platform.gateway")
 ADMIN_KEY_ENV = "QWEN3_API_ADMIN_KEY"
@@ -64,18 +66,21 @@ class Gateway:
 
     def __init__(self, db: Database, *, limiter: RateLimiter | None = None, cache_ttl_s: float = 2.0,
                  cache_size: int = 10_000, admin_key: str | None = None, settle_attempts: int = 3,
-                 lease_factor: int = 8, lease_idle_s: float = 10.0) -> None:
+                 lease_factor: int = 8, lease_idle_s: float = 10.0, lease_heartbeat_s: float = 5.0,
+                 lease_expiry_s: float = 30.0) -> None:
         self.db = db
         self.keys = KeyStore(db)
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
         self.admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV) or None
-        self.leases = CreditLeases(db, factor=lease_factor, idle_s=lease_idle_s)
+        self.leases = CreditLeases(db, factor=lease_factor, idle_s=lease_idle_s, heartbeat_s=lease_heartbeat_s,
+                                   expiry_s=lease_expiry_s)
         self.writer = LedgerWriter(db, attempts=settle_attempts)
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._sweeper: asyncio.Future[Any] | None = None
+        self._closed = False
 
     # -- keys ---------------------------------------------------------------------------------------
     async def _lookup(self, key_hash: str) -> Principal | None:
@@ -114,6 +119,7 @@ class Gateway:
             raise _auth_error("This API key has been revoked.")
         if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
             raise _auth_error(f"This API key expired at {principal.expires_at.isoformat()}.")
+        self._ensure_sweeper()  # from the first request on: heartbeat, reclaim dead replicas, return idle leases
         return principal
 
     def authorize_model(self, principal: Principal, model_id: str) -> None:
@@ -153,19 +159,19 @@ class Gateway:
             amount = reservation(entry, prompt_tokens, max_tokens)
             self._ensure_sweeper()
             try:
-                ok = await self.leases.hold(principal.key_id, amount)
+                lease = await self.leases.hold(principal.key_id, amount)
             except BaseException as exc:
                 await self._release_rate(admission)
-                if isinstance(exc, SQLAlchemyError):
+                if isinstance(exc, (SQLAlchemyError, LeaseLost)):
                     raise _store_down(exc) from None
                 raise
-            if not ok:
+            if lease is None:
                 await self._release_rate(admission)
                 raise APIError(
                     402, f"Insufficient credits: this request may cost up to {amount} {entry.currency} "
                     f"({prompt_tokens} prompt tokens + max_tokens {max_tokens}); top up the key or lower max_tokens.",
                     "insufficient_quota", code="insufficient_credits")
-            admission.reserved = amount
+            admission.reserved, admission.lease = amount, lease
         return admission
 
     async def _release_rate(self, admission: Admission) -> None:
@@ -204,9 +210,10 @@ class Gateway:
             duration_s=duration_s, created_at=datetime.now(UTC),
         )
         key_id = admission.principal.key_id
-        release = Decimal(0)
+        release, owner = Decimal(0), None
         if admission.reserved and key_id is not None:
-            release = self.leases.consume(key_id, admission.reserved, cost)
+            release = self.leases.consume(key_id, admission.reserved, cost, admission.lease)
+            owner = admission.lease.owner if admission.lease is not None else None
             if cost > admission.reserved:  # only an upstream whose prompt outgrew our estimate can do this
                 log.warning("generation %s cost %s, more than the %s held for it (key %s)", record.id, cost,
                             admission.reserved, admission.principal.label)
@@ -217,7 +224,7 @@ class Gateway:
                 self._spawn(self._adjust_rate(admission, usage.total_tokens))
         # The writer's future is shielded: a client disconnect cancels the request's task (anyio cancels
         # every later await in its scope), but the charge for what was generated is still written, once.
-        await self.writer.write(LedgerItem(record, key_id, admission.principal.label, release))
+        await self.writer.write(LedgerItem(record, key_id, admission.principal.label, release, owner))
         return cost
 
     async def _adjust_rate(self, admission: Admission, total_tokens: int) -> None:
@@ -232,17 +239,17 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def _ensure_sweeper(self) -> None:
-        if self._sweeper is None or self._sweeper.done():
+        if not self._closed and (self._sweeper is None or self._sweeper.done()):
             self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def _sweep(self) -> None:
-        # Unused credit leases go back to the database once their key has been idle a while.
+        # The replica's heartbeat, reclaiming dead replicas' leases, and returning leases of idle keys.
         while True:
-            await asyncio.sleep(min(1.0, self.leases.idle_s))
+            await asyncio.sleep(min(1.0, self.leases.idle_s, self.leases.heartbeat_s))
             try:
-                await self.leases.return_idle()
+                await self.leases.maintain()
             except Exception:  # noqa: BLE001 - retried on the next sweep
-                log.exception("returning idle credit leases failed")
+                log.exception("credit lease maintenance failed")
 
     # -- self-service -------------------------------------------------------------------------------
     async def get_generation(self, principal: Principal, generation_id: str) -> GenerationRecord:
@@ -304,6 +311,7 @@ class Gateway:
 
     async def close(self) -> None:
         """Finish settlements, write what is pending, return credit leases, release connections."""
+        self._closed = True
         if self._sweeper is not None:
             with contextlib.suppress(RuntimeError):  # its event loop may be gone already
                 self._sweeper.cancel()
@@ -312,7 +320,7 @@ class Gateway:
         await self.writer.flush()
         try:
             await self.leases.wait_idle()
-            await self.leases.return_idle(everything=True)
+            await self.leases.retire()
         except Exception:  # noqa: BLE001 - the database is gone; nothing more to do than say so
             log.exception("could not return credit leases at shutdown")
         await self.limiter.close()

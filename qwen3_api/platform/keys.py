@@ -9,12 +9,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, case, insert, literal, select, update
 
 from qwen3_api.platform.db import Database
-from qwen3_api.platform.tables import api_keys
+from qwen3_api.platform.key_fields import KeyFieldError, check_amount, check_key_fields
+from qwen3_api.platform.tables import (
+    MAX_INT,
+    MAX_MONEY,
+    MAX_MONEY_UNITS,
+    Money,
+    api_keys,
+    from_units,
+    to_units,
+)
 
 KEY_PREFIX = "sk-"
+
+
+class DuplicateKeyNameError(ValueError):
+    """A key that is not revoked already has this name (names are how people find keys: keep them unique)."""
 
 
 def generate_key() -> str:
@@ -96,9 +109,13 @@ class KeyStore:
         self.db = db
 
     def create(self, name: str, *, credit: Decimal | None = None, rpm: int | None = None, tpm: int | None = None,
-               models: list[str] | None = None, expires_at: datetime | None = None) -> tuple[str, KeyRecord]:
-        """Create a key; returns the secret (shown once, never stored) and its record."""
-        _validate(name=name, credit=credit, rpm=rpm, tpm=tpm)
+               models: list[str] | None = None, expires_at: datetime | None = None,
+               allow_duplicate_name: bool = False) -> tuple[str, KeyRecord]:
+        """Create a key; returns the secret (shown once, never stored) and its record.
+
+        Raises :class:`DuplicateKeyNameError` when a non-revoked key has ``name``, unless ``allow_duplicate_name``.
+        """
+        _validate(name=name, credit=credit, rpm=rpm, tpm=tpm, models=models, expires_at=expires_at)
         key = generate_key()
         values = {
             "key_hash": hash_key(key), "label": mask_key(key), "name": name, "credit": credit,
@@ -107,12 +124,16 @@ class KeyStore:
             "created_at": datetime.now(UTC),
         }
         with self.db.engine.begin() as conn:
+            if not allow_duplicate_name:
+                _check_name_free(conn, name)
             key_id = conn.execute(insert(api_keys).values(**values).returning(api_keys.c.id)).scalar_one()
         record = self.get(key_id)
         assert record is not None
         return key, record
 
     def get(self, key_id: int) -> KeyRecord | None:
+        if not 0 <= key_id <= MAX_INT:  # no such id can exist; SQLite cannot even bind one past 2**63
+            return None
         with self.db.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
         return KeyRecord.from_row(row) if row else None
@@ -153,51 +174,52 @@ class KeyStore:
         return self.get(key_id)
 
     def top_up(self, key_id: int, amount: Decimal) -> KeyRecord | None:
-        """Add ``amount`` to a key's credit, atomically (a key without a limit gets one of ``amount``)."""
-        if amount <= 0:
-            raise ValueError("top-up amount must be positive")
+        """Add ``amount`` to a key's credit, atomically (a key without a limit gets one of ``amount`` above
+        what it spent). A credit that would pass ``MAX_MONEY`` is refused (``KeyFieldError``), unchanged."""
+        amount = check_amount(amount, "amount", positive=True)
+        if self.get(key_id) is None:
+            return None
+        credit = api_keys.c.credit
+        base = case((credit.is_(None), api_keys.c.spent), else_=credit)
+        # The sum is checked in the same statement, against MAX - amount (which cannot overflow): two top-ups
+        # racing cannot pass the column's range together, and SQLite never turns the sum into a REAL.
+        room = literal(from_units(MAX_MONEY_UNITS - to_units(amount)), Money())
         with self.db.engine.begin() as conn:
-            current = conn.execute(select(api_keys.c.credit).where(api_keys.c.id == key_id)).first()
-            if current is None:
-                return None
-            if current[0] is None:
-                conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.credit.is_(None))
-                             .values(credit=api_keys.c.spent + amount))
-            else:
-                conn.execute(update(api_keys).where(api_keys.c.id == key_id)
-                             .values(credit=api_keys.c.credit + amount))
+            done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, base <= room)
+                                .values(credit=base + literal(amount, Money()))).rowcount
+        if not done:
+            raise KeyFieldError("amount", f"this top-up would take the key's credit past {MAX_MONEY}, the largest "
+                                          "amount a key can hold")
         return self.get(key_id)
 
-    def reset_reserved(self, key_id: int) -> KeyRecord | None:
-        """Zero a key's ``reserved``: frees credit stranded by a replica that died without shutting down.
-
-        Only safe while no server is running against this database (live replicas hold real leases).
-        """
-        with self.db.engine.begin() as conn:
-            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(reserved=Decimal(0)))
-        return self.get(key_id)
-
-    def update(self, key_id: int, **fields: Any) -> KeyRecord | None:
-        """Change name / credit / rpm / tpm / models / expires_at (None clears a limit)."""
+    def update(self, key_id: int, *, allow_duplicate_name: bool = False, **fields: Any) -> KeyRecord | None:
+        """Change name / credit / rpm / tpm / models / expires_at (None clears a limit); a new name must not be
+        another live key's (DuplicateKeyNameError) unless ``allow_duplicate_name``."""
         allowed = {"name", "credit", "rpm", "tpm", "models", "expires_at"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
-        _validate(**{k: v for k, v in fields.items() if k in {"name", "credit", "rpm", "tpm"}})
+        _validate(**fields)
         if "models" in fields:
             fields["models"] = ",".join(fields["models"]) if fields["models"] else None
         if fields:
             with self.db.engine.begin() as conn:
+                if "name" in fields and not allow_duplicate_name:
+                    _check_name_free(conn, fields["name"], but=key_id)
                 conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**fields))
         return self.get(key_id)
 
 
-def _validate(*, name: str | None = None, credit: Decimal | None = None, rpm: int | None = None,
-              tpm: int | None = None) -> None:
-    if name is not None and not name.strip():
-        raise ValueError("a key needs a non-empty name")
-    if credit is not None and credit < 0:
-        raise ValueError("credit must be >= 0")
-    for label, value in (("rpm", rpm), ("tpm", tpm)):
-        if value is not None and value <= 0:
-            raise ValueError(f"{label} must be a positive integer")
+def _check_name_free(conn: Connection, name: str, but: int | None = None) -> None:
+    """DuplicateKeyNameError when a non-revoked key (other than ``but``) is called ``name``."""
+    query = select(api_keys.c.id, api_keys.c.label).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+    if but is not None:
+        query = query.where(api_keys.c.id != but)
+    taken = conn.execute(query).first()
+    if taken is not None:
+        raise DuplicateKeyNameError(f"a key named {name!r} already exists (id {taken.id}, {taken.label})")
+
+
+def _validate(**fields: Any) -> None:
+    # A KeyFieldError (a ValueError naming the field) for what no column can hold: see key_fields.
+    check_key_fields(**fields)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from qwen3_api.platform import credits, ledger
+from qwen3_api.platform import credits, ledger, replicas
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.ledger import GenerationRecord
 from qwen3_api.platform.tables import to_units
@@ -28,12 +28,18 @@ log = logging.getLogger("qwen3_api.platform.ledger")
 
 @dataclass(slots=True)
 class LedgerItem:
-    """One settlement: the row, and what moves on the key (spend, and lease consumed from ``reserved``)."""
+    """One settlement: the row, and what moves on the key (spend, and lease consumed from ``reserved``).
+
+    ``owner``: the replica whose lease row ``release`` comes out of (credits.Lease.owner). The release leaves
+    ``reserved`` only if that row still holds it; a reclaimed lease's settlement is spend only. Without an
+    owner the release leaves ``reserved`` directly (no lease row).
+    """
 
     record: GenerationRecord
     key_id: int | None
     label: str
     release: Decimal = Decimal(0)
+    owner: str | None = None
     done: asyncio.Future[bool] | None = field(default=None, repr=False)
 
 
@@ -128,35 +134,48 @@ class LedgerWriter:
 
 def _write_batch(conn: Connection, batch: list[LedgerItem]) -> None:
     unique = list({item.record.id: item.record for item in batch}.values())
-    releases: dict[int, Decimal] = defaultdict(Decimal)
+    # Per (owner, key): what leaves that lease row and ``reserved``; owner None: ``reserved`` only.
+    releases: dict[tuple[str | None, int], Decimal] = defaultdict(Decimal)
+    keys: set[int] = set()
     for item in batch:
         if item.key_id is not None:
-            releases[item.key_id] += item.release
+            keys.add(item.key_id)
+            if item.release:
+                releases[(item.owner, item.key_id)] += item.release
     if conn.dialect.name == "postgresql":
-        written = _write_batch_pg(conn, unique, releases)
+        written = _write_batch_pg(conn, unique, releases, keys)
     else:
-        written = _write_batch_generic(conn, batch, unique, releases)
+        written = _write_batch_generic(conn, batch, unique, releases, keys)
     for dup in {item.record.id for item in batch} - written:
         log.error("generation %s was already recorded; not charged again", dup)
 
 
 def _write_batch_generic(conn: Connection, batch: list[LedgerItem], unique: list[GenerationRecord],
-                         releases: dict[int, Decimal]) -> set[str]:
+                         releases: dict[tuple[str | None, int], Decimal], keys: set[int]) -> set[str]:
     written = ledger.insert_generations(conn, unique)
+    # Lease rows before key rows, each in one order: the lock order every writer follows (replicas.py).
+    freed: dict[int, Decimal] = defaultdict(Decimal)
+    for (owner, key_id), amount in sorted(releases.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        if owner is None or replicas.take_from_lease(conn, owner, key_id, amount):
+            freed[key_id] += amount
     spent: dict[int, Decimal] = defaultdict(Decimal)
     charged: set[str] = set()
     for item in batch:
         if item.key_id is not None and item.record.id in written and item.record.id not in charged:
             spent[item.key_id] += item.record.cost
             charged.add(item.record.id)
-    for key_id in releases.keys() | spent.keys():
-        if spent[key_id] or releases.get(key_id):
-            credits.charge(conn, key_id, spent[key_id], releases.get(key_id, Decimal(0)))
+    for key_id in sorted(keys):
+        if spent[key_id] or freed[key_id]:
+            credits.charge(conn, key_id, spent[key_id], freed[key_id])
     return written
 
 
-# One round trip for a whole batch on PostgreSQL: the rows (arrays, unnest), then each key's spend (only
-# rows actually inserted count) and lease release. Constant text, so it is prepared once, never recompiled.
+# One round trip for a whole batch on PostgreSQL: the rows (arrays, unnest), the lease rows' releases (only
+# from rows that still hold them: a reclaimed lease releases nothing), then each key's spend (only rows
+# actually inserted count) and what left its lease rows. Rows are locked in the order every writer follows
+# (replicas.py): lease rows by (replica, key), then key rows by id (``key_rows`` waits for ``freed``). Without
+# the explicit FOR UPDATE ... ORDER BY, an UPDATE ... FROM locks in plan order (a seq scan: physical order,
+# which every update changes) and two batches deadlock. Constant text: prepared once, never recompiled.
 _PG_BATCH = text("""
 WITH ins AS (
     INSERT INTO generations (id, key_hash, model, prompt_tokens, cached_tokens, completion_tokens,
@@ -168,20 +187,41 @@ WITH ins AS (
                          CAST(:duration AS float8[]), CAST(:created AS timestamptz[]))
     ON CONFLICT (id) DO NOTHING
     RETURNING id, key_hash, cost
+), r AS (
+    SELECT * FROM unnest(CAST(:lease_owners AS text[]), CAST(:lease_keys AS int[]),
+                         CAST(:lease_releases AS bigint[])) AS r(owner, key_id, release)
+), lease_rows AS (
+    SELECT l.replica_id, l.key_id FROM credit_leases AS l JOIN r ON l.replica_id = r.owner AND l.key_id = r.key_id
+    ORDER BY l.replica_id, l.key_id FOR UPDATE OF l
+), lease AS (
+    UPDATE credit_leases AS l SET amount = l.amount - r.release
+    FROM lease_rows JOIN r ON r.owner = lease_rows.replica_id AND r.key_id = lease_rows.key_id
+    WHERE l.replica_id = lease_rows.replica_id AND l.key_id = lease_rows.key_id AND l.amount >= r.release
+    RETURNING l.key_id, r.release
+), freed AS (
+    SELECT key_id, SUM(release) AS release FROM lease GROUP BY key_id
+), key_rows AS (
+    SELECT k.id FROM api_keys AS k
+    WHERE k.id = ANY(CAST(:key_ids AS int[])) AND (SELECT COUNT(*) FROM freed) >= 0
+    ORDER BY k.id FOR UPDATE
 ), upd AS (
     UPDATE api_keys AS k
     SET spent = k.spent + COALESCE((SELECT SUM(ins.cost) FROM ins WHERE ins.key_hash = k.key_hash), 0),
-        reserved = k.reserved - m.release
-    FROM unnest(CAST(:key_ids AS int[]), CAST(:releases AS bigint[])) AS m(key_id, release)
-    WHERE k.id = m.key_id
+        reserved = k.reserved - m.release - COALESCE((SELECT freed.release FROM freed WHERE freed.key_id = k.id), 0)
+    FROM key_rows JOIN unnest(CAST(:key_ids AS int[]), CAST(:releases AS bigint[])) AS m(key_id, release)
+         ON m.key_id = key_rows.id
+    WHERE k.id = key_rows.id
     RETURNING k.id
 )
 SELECT id FROM ins
 """)
 
 
-def _write_batch_pg(conn: Connection, unique: list[GenerationRecord], releases: dict[int, Decimal]) -> set[str]:
+def _write_batch_pg(conn: Connection, unique: list[GenerationRecord],
+                    releases: dict[tuple[str | None, int], Decimal], keys: set[int]) -> set[str]:
     """The whole batch in one statement (see _PG_BATCH)."""
+    leased = sorted((owner, key_id, amount) for (owner, key_id), amount in releases.items() if owner is not None)
+    direct = {key_id: amount for (owner, key_id), amount in releases.items() if owner is None}
     params = {
         "id": [r.id for r in unique], "key_hash": [r.key_hash for r in unique], "model": [r.model for r in unique],
         "prompt": [r.prompt_tokens for r in unique], "cached": [r.cached_tokens for r in unique],
@@ -190,6 +230,8 @@ def _write_batch_pg(conn: Connection, unique: list[GenerationRecord], releases: 
         "status": [ledger.check_status(r.status) for r in unique], "streamed": [r.streamed for r in unique],
         "ttft": [r.ttft_s for r in unique], "duration": [r.duration_s for r in unique],
         "created": [r.created_at for r in unique],
-        "key_ids": list(releases), "releases": [to_units(v) for v in releases.values()],
+        "lease_owners": [o for o, _, _ in leased], "lease_keys": [k for _, k, _ in leased],
+        "lease_releases": [to_units(a) for _, _, a in leased],
+        "key_ids": sorted(keys), "releases": [to_units(direct.get(k, Decimal(0))) for k in sorted(keys)],
     }
     return {row[0] for row in conn.execute(_PG_BATCH, params)}

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from qwen3_api.platform.catalog import CatalogEntry
 from qwen3_api.platform.keys import KeyRecord
@@ -52,6 +53,7 @@ class Admission:
     prompt_tokens: int
     max_tokens: int
     reserved: Decimal = Decimal(0)
+    lease: Any = None  # the credits.Lease the reservation came from: settle gives the hold back to it
     headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* for the response
     started: float = field(default_factory=time.monotonic)
     rate_limited: bool = False

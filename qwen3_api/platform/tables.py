@@ -1,4 +1,4 @@
-"""The platform's tables (SQLAlchemy Core): API keys and the per-generation ledger.
+"""The platform's tables (SQLAlchemy Core): API keys, the per-generation ledger, replicas and their credit leases.
 
 Money columns are integers counting 1e-10 of the currency (``Money``): SQLite has no exact decimal type,
 and integer arithmetic keeps the credit check in SQL (``credit - spent - reserved >= :x``) exact on both
@@ -35,6 +35,13 @@ def to_units(amount: Decimal) -> int:
 def from_units(units: int) -> Decimal:
     """Integer units of 1e-10 -> Decimal currency, without trailing zeros beyond the scale."""
     return (Decimal(units) / MONEY_SCALE).normalize() if units else Decimal(0)
+
+
+# What the columns hold: a Money column is a BIGINT (SQLite INTEGER), an Integer one is 32-bit on PostgreSQL.
+# Bigger values fail on PostgreSQL and, on SQLite, either fail or are silently turned into a REAL by arithmetic.
+MAX_MONEY_UNITS = 2**63 - 1
+MAX_MONEY = from_units(MAX_MONEY_UNITS)  # 922337203.6854775807 of the currency
+MAX_INT = 2**31 - 1
 
 
 class Money(TypeDecorator[Decimal]):
@@ -110,4 +117,25 @@ generations = Table(
     Column("ttft_s", Float, nullable=True),
     Column("duration_s", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False, index=True),
+)
+
+# A running server process (credits.CreditLeases): its heartbeat says it is alive, so its leases stay its own.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(64), primary_key=True),  # host:pid:random, new for every start (and after a reclaim)
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    # Seconds since the epoch by the database's clock (replicas.db_now), so hosts' clocks never disagree.
+    Column("heartbeat", Float, nullable=False),
+)
+
+# One replica's share of one key's ``reserved``: per key, reserved == the sum of its lease amounts.
+credit_leases = Table(
+    "credit_leases",
+    metadata,
+    Column("replica_id", String(64), primary_key=True),
+    Column("key_id", Integer, primary_key=True, index=True),
+    Column("amount", Money, nullable=False, default=0),
 )

@@ -29,6 +29,9 @@ def test_models_list_and_get(h: Any, openai_schema: Any) -> None:
 def test_health(h: Any) -> None:
     r = h.client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["max_model_len"] == 1234
+    assert (r.json()["demo"], r.json()["weights"]) == (False, "checkpoint")
+    card = h.client.get("/v1/models").json()["data"][0]
+    assert "demo" not in card["name"] and "30.5B" in card["description"]  # a real model keeps its catalog text
 
 
 def test_metrics_count_requests_tokens_and_engine_load(h: Any) -> None:

@@ -8,13 +8,15 @@ from decimal import Decimal
 
 import pytest
 
+from qwen3_api.errors import StartupError
 from qwen3_api.platform import cli, ledger
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database, default_database_url
-from qwen3_api.platform.factory import add_cli_args, build_gateway
+from qwen3_api.platform.factory import build_gateway
 from qwen3_api.platform.gateway import Gateway, NoAuthGateway
 from qwen3_api.platform.keys import KeyStore, hash_key
 from qwen3_api.platform.ledger import GenerationRecord
+from qwen3_api.platform.options import add_cli_args
 from qwen3_api.platform.ratelimit import RedisRateLimiter
 
 
@@ -90,7 +92,7 @@ def test_build_gateway_from_serve_options(tmp_path, redis_url: str) -> None:  # 
     assert isinstance(build_gateway(parser.parse_args(["--database-url", url, "--no-auth"])), NoAuthGateway)
     shared = build_gateway(parser.parse_args(["--database-url", url, "--redis-url", redis_url]))
     assert isinstance(shared.limiter, RedisRateLimiter)
-    with pytest.raises(SystemExit, match="cannot reach Redis"):
+    with pytest.raises(StartupError, match="cannot reach Redis"):
         build_gateway(parser.parse_args(["--database-url", url, "--redis-url", "redis://127.0.0.1:1/0"]))
 
 

@@ -83,7 +83,9 @@ class _TextChoice:
 
 def _prompt_ids(req: CompletionRequest, tok: ChatTokenizer) -> list[int]:
     prompt = req.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+    if not prompt:  # the schema refuses it too: no route to an IndexError below
+        raise invalid("prompt must not be empty", "prompt")
+    if isinstance(prompt, list) and isinstance(prompt[0], int):
         bad = [t for t in prompt if not 0 <= t < tok.model_vocab_size]
         if bad:
             raise invalid(f"prompt token id {bad[0]} is outside the vocabulary", "prompt")

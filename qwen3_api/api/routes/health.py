@@ -23,6 +23,8 @@ async def health(state: AppState = Depends(get_state)) -> JSONResponse:
         return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
     if not alive:
         return JSONResponse({"status": "error", "detail": "the engine is not running"}, status_code=503)
+    # "demo"/"weights": a probe or an operator can tell the random-weight demo from a real checkpoint.
     return JSONResponse({"status": "ok", "model": state.settings.served_model_name,
+                         "demo": state.settings.demo, "weights": "random" if state.settings.demo else "checkpoint",
                          "max_model_len": state.max_model_len, "running": stats.running,
                          "waiting": stats.waiting, "kv_cache_usage": stats.kv_usage})
