@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwen3_api import __version__
 from qwen3_api.api.access_log import AccessLogMiddleware
 from qwen3_api.api.disconnect import CancelOnDisconnectMiddleware
+from qwen3_api.api.drain import Drain
 from qwen3_api.api.errors import KeepAliveOn500Middleware, error_response, install_error_handlers
 from qwen3_api.api.metrics import Metrics, MetricsMiddleware
 from qwen3_api.api.openapi import publish_schema
@@ -22,6 +23,8 @@ from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
 
 log = logging.getLogger(__name__)
+# How long shutdown waits for requests that were ended to write their ledger rows.
+SETTLE_WAIT_S = 15.0
 
 
 @dataclass(slots=True)
@@ -35,6 +38,8 @@ class Settings:
     # Path of the model directory: the chat layer reads the tokenizer and chat template from it.
     model_path: str | None = None
     shutdown_engine: bool = True
+    # At shutdown, requests in flight get this long to finish before they are ended and settled (drain.py).
+    shutdown_timeout: float = 30.0
     # The built-in demo model (random weights) under the served name: /v1/models and /health say so.
     demo: bool = False
     # One line per request on the qwen3_api.access logger (serve --access-log).
@@ -119,6 +124,11 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        drain = app.state.api.drain
+        if drain.active:
+            await drain.cut_all()  # the server stopped waiting for them: end them now, so they settle
+        # Leases go back (gateway.close) only once every request in flight has settled its hold.
+        await drain.wait_settled(SETTLE_WAIT_S)
         close = getattr(gateway, "close", None)
         if close is not None:
             try:
@@ -136,6 +146,7 @@ def create_app(engine: Any, catalog: Catalog, gateway: Any, settings: Settings |
                   description="OpenAI-compatible API for Qwen3-30B-A3B (chat completions, completions, models).")
     stats = getattr(engine, "stats", None)
     app.state.api = AppState(engine=engine, catalog=catalog, gateway=gateway, settings=settings,
+                             drain=Drain(settings.shutdown_timeout),
                              metrics=Metrics(stats if callable(stats) else None))
     install_error_handlers(app)
     for module in (chat_completions, completions, models, health, metrics):

@@ -61,11 +61,18 @@ class Generation:
         self._engine_done = False
         self._settled = False
         self._last_step: float | None = None
+        self._cut: APIError | None = None  # set when the server's shutdown deadline ends this request
 
     async def __aenter__(self) -> Generation:
         self.admission = await self.state.gateway.admit(
             self.principal, self.entry, prompt_tokens=len(self.prompt_ids),
             max_tokens=int(self.params.max_tokens or 0) * self.params.n, generation_id=self.request_id)
+        try:
+            self.state.drain.track(self)  # shutdown waits for this generation to settle
+        except APIError as exc:
+            self.fail(exc)
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -90,11 +97,21 @@ class Generation:
         """Record that the request ran to its end (settled as ``completed``)."""
         self.status, self.http_status = "completed", 200
 
+    async def cut(self, err: APIError) -> None:
+        """The shutdown deadline: stop the engine's work; the stream then raises ``err`` (drain.py)."""
+        self._cut = err
+        await self.abort()
+
     async def stream(self) -> AsyncIterator[RequestOutput]:
-        """The engine's outputs (delta mode); PromptTooLongError becomes ``context_length_exceeded``."""
+        """The engine's outputs (delta mode); PromptTooLongError becomes ``context_length_exceeded``; a
+        generation cut at shutdown raises the drain's 503."""
+        if self._cut is not None:
+            raise self._cut
         try:
             agen = self.state.engine.generate(self.prompt_ids, self.params, self.request_id)
             async for out in agen:
+                if self._cut is not None:
+                    raise self._cut
                 now = time.monotonic()
                 if self.ttft_s is None:
                     self.ttft_s = now - self.started
@@ -154,3 +171,4 @@ class Generation:
         await self.abort()
         if self.admission is not None:
             await self.settle(self.status)
+        self.state.drain.untrack(self)

@@ -72,6 +72,18 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--access-log", action="store_true",
                    help="log one line per request (logger qwen3_api.access): generation id, key label (sk-…abcd, "
                         "never the key), method, path, status, tokens, duration")
+    c = parser.add_argument_group("connections and shutdown (api/server.py)")
+    c.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds the requests in flight get to finish; the rest then end "
+                        "with an error (streams: an error event and [DONE]) and are settled before the exit")
+    c.add_argument("--request-header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers (from its first byte); then 408")
+    c.add_argument("--request-body-timeout", type=float, default=60.0,
+                   help="seconds a client has to send a request's body once its headers are in; then 408")
+    c.add_argument("--max-header-bytes", type=int, default=32 * 1024,
+                   help="largest request head (request line + headers) accepted; larger gets 431")
+    c.add_argument("--timeout-keep-alive", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open")
     return parser
 
 
@@ -125,7 +137,8 @@ def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported laz
     log.info("context length in force: %d tokens", engine.max_model_len)
     settings = Settings(served_model_name=args.served_model_name, max_n=args.max_n,
                         max_body_bytes=args.max_body_bytes, keepalive_s=args.keepalive_s,
-                        model_path=str(model_path), demo=demo, access_log=getattr(args, "access_log", False))
+                        model_path=str(model_path), demo=demo, access_log=getattr(args, "access_log", False),
+                        shutdown_timeout=getattr(args, "shutdown_timeout", 30.0))
     return create_app(engine, catalog, gateway, settings)
 
 
@@ -133,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the app and serve it until interrupted."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args)
-    import uvicorn
+    from qwen3_api.api.server import serve_app
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=5)
+    serve_app(app, args)
     return 0

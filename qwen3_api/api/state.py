@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
+from qwen3_api.api.drain import Drain
 from qwen3_api.api.metrics import Metrics
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
@@ -31,6 +32,7 @@ class AppState:
     gateway: Any
     settings: Settings
     metrics: Metrics
+    drain: Drain = field(default_factory=Drain)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property

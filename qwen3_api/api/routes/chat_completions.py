@@ -214,6 +214,7 @@ async def create_chat_completion(req: ChatCompletionRequest,
         except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
             gen.fail(exc)
             yield sse_error(stream_error(exc))
+            yield DONE  # the stream is over: clients that wait for [DONE] stop waiting
         finally:
             choices.finish_all("abort")
             await gen.close()

@@ -183,6 +183,7 @@ async def create_completion(req: CompletionRequest, state: AppState = Depends(ge
         except Exception as exc:  # noqa: BLE001 - the headers are gone: the error goes in the stream
             gen.fail(exc)
             yield sse_error(stream_error(exc))
+            yield DONE  # the stream is over: clients that wait for [DONE] stop waiting
         finally:
             await gen.close()
 
