@@ -113,7 +113,9 @@ def lm_head_ms(batch: int, vocab: int, hidden: int, repeats: int) -> float:
 
 def moe_decode_ms(tokenizer_dir: Path, batch: int, repeats: int) -> float:
     """One batched decode step (forward + logits) of a small random MoE model with the real vocabulary."""
-    from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
+    from contiguous_kv import make_contiguous_metadata
+
+    from qwen3_api.engine.kv_cache import allocate_kv_cache
     from qwen3_api.model.loader import load_model
     from qwen3_api.model.tiny import make_tiny_model
 

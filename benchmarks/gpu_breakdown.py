@@ -20,8 +20,8 @@ import torch
 from gpu_decode import QWEN3_30B_A3B, TINY, bench_decode, decode_metadata, random_model
 from gpu_floors import Timer, copy_bandwidth, expected_unique_experts, kv_bytes_per_token, weight_bytes
 
-from qwen3_api.kernels import Kernels, get_kernels
-from qwen3_api.model.attention import allocate_kv_cache
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.kernels import Kernels
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer(device)
     bandwidth = copy_bandwidth(device, timer, 64 << 20 if args.cpu_smoke else 4 << 30)
     net = random_model(config, device, config.torch_dtype)
-    kernels = get_kernels(device)
+    kernels = net.kernels
     print(f"kernels: {kernels.name}; context {args.context}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     print("| batch | part | ms / step | floor ms (bytes / copy bandwidth) |\n|---:|---|---:|---:|")
     for batch in args.batch_sizes:

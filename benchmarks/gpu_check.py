@@ -42,7 +42,7 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def check_moe(device: str, small: bool) -> None:
-    from qwen3_api.kernels import torch_ops, triton_moe
+    from qwen3_api.kernels import torch_moe, triton_moe
 
     e, h, i, k = (8, 64, 32, 2) if small else (128, 2048, 768, 8)
     for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
@@ -54,14 +54,14 @@ def check_moe(device: str, small: bool) -> None:
             weights, ids = torch.topk(torch.randn(t, e, device=device, generator=gen).softmax(-1), k, dim=-1)
             weights = weights / weights.sum(-1, keepdim=True)
             err = rel_err(
-                triton_moe.fused_moe(x, w13, w2, weights, ids), torch_ops.fused_moe(x, w13, w2, weights, ids)
+                triton_moe.fused_moe(x, w13, w2, weights, ids), torch_moe.fused_moe(x, w13, w2, weights, ids)
             )
             check(f"fused_moe {dtype} T={t}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
 
 
 def check_attention(device: str, small: bool) -> None:
-    from qwen3_api.kernels import torch_ops, triton_attention
-    from qwen3_api.model.attention import AttentionMetadata
+    from qwen3_api.kernels import torch_attention, triton_attention
+    from qwen3_api.kernels.metadata import AttentionMetadata
 
     hq, hkv, d, bs = (4, 2, 16, 16) if small else (32, 4, 128, 16)
     cases = {
@@ -83,12 +83,12 @@ def check_attention(device: str, small: bool) -> None:
             attn = AttentionMetadata.build(query_lens, context_lens, tables, bs, device)
             q = torch.randn(sum(query_lens), hq, d, device=device, generator=gen).to(dtype)
             got = triton_attention.paged_attention(q, k_cache, v_cache, attn, d**-0.5)
-            err = rel_err(got, torch_ops.paged_attention(q, k_cache, v_cache, attn, d**-0.5))
+            err = rel_err(got, torch_attention.paged_attention(q, k_cache, v_cache, attn, d**-0.5))
             check(f"paged_attention {name} {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
 
 
 def check_elementwise(device: str, small: bool) -> None:
-    from qwen3_api.kernels import torch_ops, triton_norm, triton_rotary
+    from qwen3_api.kernels import torch_pointwise, triton_norm, triton_rotary
 
     t, heads, d = (5, 4, 16) if small else (300, 32, 128)
     gen = torch.Generator(device=device).manual_seed(2)
@@ -98,12 +98,12 @@ def check_elementwise(device: str, small: bool) -> None:
         tol = 1e-5 if dtype == torch.float32 else 2**-5 if small else 2**-7
         x = (torch.randn(t, heads, d, device=device, generator=gen) * 3).to(dtype)
         w = (1 + 0.1 * torch.randn(d, device=device, generator=gen)).to(dtype)
-        err = rel_err(triton_norm.rms_norm(x, w, 1e-6), torch_ops.rms_norm(x, w, 1e-6))
+        err = rel_err(triton_norm.rms_norm(x, w, 1e-6), torch_pointwise.rms_norm(x, w, 1e-6))
         check(f"rms_norm {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
         angle = torch.arange(t, device=device)[:, None] * torch.rand(d // 2, device=device, generator=gen)
         emb = torch.cat((angle, angle), dim=-1)
         cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
-        err = rel_err(triton_rotary.rotary(x, cos, sin), torch_ops.rotary(x, cos, sin))
+        err = rel_err(triton_rotary.rotary(x, cos, sin), torch_pointwise.rotary(x, cos, sin))
         check(f"rotary {dtype}", err < tol, f"relative error {err:.2e} (limit {tol:g})")
 
 
@@ -122,7 +122,7 @@ def greedy(
         engine.add_request(str(n), prompt, params)
     out: dict[str, tuple[list[int], list]] = {}
     while engine.has_unfinished_requests():
-        for result in engine.step():
+        for result in engine.step().outputs:
             if result.finished:
                 sample = result.outputs[0]
                 out[result.request_id] = (sample.token_ids, sample.logprobs or [])

@@ -40,7 +40,9 @@ from gpu_floors import (
     prefill_floor_s,
 )
 
-from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
+from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
@@ -129,8 +131,6 @@ def bench_decode(
     metas = decode_metadata(batch, context, steps, device)
     forward: Callable[[torch.Tensor, torch.Tensor, AttentionMetadata], torch.Tensor]
     if use_graphs:
-        from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner
-
         runner = CudaGraphDecodeRunner(
             net, caches, max_batch_size=batch, max_blocks_per_seq=per_seq, buckets=[batch]
         )

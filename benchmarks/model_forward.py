@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from contiguous_kv import make_contiguous_metadata
 
-from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
+from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.model.loader import load_model
 from qwen3_api.model.tiny import make_tiny_model
 
@@ -50,6 +51,7 @@ def main() -> None:
         path = make_tiny_model(Path(tmp) / "tiny-moe", dtype="float32", seed=0)
         ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         net, config = load_model(path, progress=False)
+        net.warm_up_kernels()  # as the engine's runner does before serving
     b, n, block = args.batch, args.seq_len, 16
     ids = torch.randint(0, config.vocab_size, (b, n), generator=torch.Generator().manual_seed(0))
     caches = allocate_kv_cache(config, b * (-(-(n + 1) // block)), block, "cpu", torch.float32)

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contiguous_kv import make_contiguous_metadata  # noqa: E402
 from offline_throughput import REPO, make_bench_model  # noqa: E402
 
 from qwen3_api.engine.args import EngineArgs  # noqa: E402
+from qwen3_api.engine.kv_cache import allocate_kv_cache  # noqa: E402
 from qwen3_api.engine.llm_engine import LLMEngine  # noqa: E402
 from qwen3_api.engine.sampling_params import SamplingParams  # noqa: E402
-from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata  # noqa: E402
 from qwen3_api.model.loader import load_model  # noqa: E402
 
 
@@ -38,11 +39,11 @@ def engine_decode(engine: LLMEngine, prompt: list[int], new_tokens: int) -> tupl
     engine.add_request("s", prompt, SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True),
                        stream=True)
     tokens: list[int] = []
-    for out in engine.step():  # prefill + first token
+    for out in engine.step().outputs:  # prefill + first token
         tokens.extend(out.outputs[0].token_ids)
     start = time.perf_counter()
     while engine.has_unfinished_requests():
-        for out in engine.step():
+        for out in engine.step().outputs:
             tokens.extend(out.outputs[0].token_ids)
     elapsed = time.perf_counter() - start
     return 1000 * elapsed / (new_tokens - 1), tokens

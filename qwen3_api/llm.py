@@ -147,11 +147,12 @@ class LLM:
         tokens_before = self.engine.num_generated_tokens
         try:
             while self.engine.has_unfinished_requests():
-                for out in self.engine.step():
+                result = self.engine.step()
+                for out in result.outputs:
                     if out.finished:
                         final[out.request_id] = out
                         bar.update(1)
-                for _request_id, err in self.engine.pop_failures():
+                for _request_id, err in result.failures:
                     raise err
                 if use_tqdm:
                     elapsed = max(time.perf_counter() - start, 1e-9)

@@ -1,8 +1,11 @@
 """The inference engine: continuous batching over a paged KV cache with prefix caching (nano-vllm's shape).
 
-Data flow of one step: ``Scheduler.schedule`` picks the running sequences (one decode token or their next
-prompt chunk each) and admits waiting ones under ``max_num_batched_tokens``; ``ModelRunner.execute`` runs
-them as one flat batch; ``Sampler`` picks the next tokens; ``LLMEngine`` applies stops and reports.
+Data flow of one step (``LLMEngine.step``): ``Scheduler.schedule`` returns a ``ScheduledBatch``, the running
+sequences (one decode token or their next prompt chunk each) and the waiting ones admitted under
+``max_num_batched_tokens``; ``ModelRunner.execute`` runs it as one flat batch; ``Sampler`` picks the next
+tokens of the rows that sample; ``Scheduler.update`` appends them, forks and stops (``check_stop``); the
+engine reports a ``StepResult`` (outputs, and requests that failed on their own). The server drives it
+through ``AsyncLLMEngine`` (the ``EngineClient`` protocol); the KV cache is sized in ``kv_cache.py``.
 
 Design choices worth knowing:
 

@@ -1,4 +1,5 @@
-"""Engine options: one dataclass, shared by `qwen3-api serve`, the offline LLM and the benchmarks.
+"""Engine options: one dataclass, shared by `qwen3-api serve`, the offline LLM and the benchmarks (the KV
+cache they size is computed in engine/kv_cache.py).
 
 torch is imported inside the functions that need it: `qwen3-api serve --help` builds these options, and
 importing torch alone takes seconds.
@@ -7,15 +8,11 @@ importing torch alone takes seconds.
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-logger = logging.getLogger(__name__)
 
 _DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 
@@ -106,38 +103,3 @@ class EngineArgs:
     def from_cli_args(cls, ns: argparse.Namespace) -> EngineArgs:
         """EngineArgs from a parsed namespace (unknown attributes are ignored)."""
         return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Free memory on ``device``: torch.cuda.mem_get_info on CUDA, MemAvailable from /proc/meminfo on CPU."""
-    if device.type == "cuda":
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("can't tell free memory (no /proc/meminfo): give --kv-cache-memory in GiB (> 1.0)")
-
-
-CPU_DEFAULT_KV_GIB = 4.0
-
-
-def kv_cache_budget_bytes(
-    kv_cache_memory: float | None, device: torch.device, gpu_memory_utilization: float = 0.9
-) -> int:
-    """The KV cache's memory budget: GiB when > 1.0, else that fraction of the free memory (unset: the defaults
-    described on :class:`EngineArgs`)."""
-    if kv_cache_memory is None:
-        if device.type == "cuda":
-            import torch
-
-            free, total = torch.cuda.mem_get_info(device)
-            return max(0, int(total * gpu_memory_utilization) - (total - free))
-        return min(int(CPU_DEFAULT_KV_GIB * 2**30), free_memory_bytes(device) // 2)
-    if kv_cache_memory > 1.0:
-        return int(kv_cache_memory * 2**30)
-    return int(kv_cache_memory * free_memory_bytes(device))

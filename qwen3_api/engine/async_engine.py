@@ -1,9 +1,9 @@
-"""The asyncio face of the engine for the server.
+"""The asyncio face of the engine for the server (the :class:`~qwen3_api.engine.protocol.EngineClient`).
 
 The model runs in one worker thread that owns the LLMEngine. The event loop talks to it only through a
-thread-safe command queue (add / abort / shutdown); the worker hands each request's outputs back with
-``loop.call_soon_threadsafe`` into that request's asyncio.Queue, once per step for all requests of a loop,
-so the loop never waits on the model.
+thread-safe queue of typed commands (engine/commands.py: add / abort / shutdown); the worker hands each
+request's outputs back with ``loop.call_soon_threadsafe`` into that request's asyncio.Queue, once per step for
+all requests of a loop, so the loop never waits on the model.
 """
 
 from __future__ import annotations
@@ -13,10 +13,15 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from qwen3_api.engine.args import EngineArgs
+from qwen3_api.engine.commands import (
+    AbortCommand,
+    EngineCommand,
+    EngineRequest,
+    OutputStream,
+    ShutdownCommand,
+)
 from qwen3_api.engine.exceptions import EngineError
 from qwen3_api.engine.llm_engine import LLMEngine
 from qwen3_api.engine.outputs import EngineStats, RequestOutput
@@ -24,11 +29,8 @@ from qwen3_api.engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class _Stream:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+Item = RequestOutput | BaseException  # what a request's stream receives: outputs, or the error that ends it
+Delivery = tuple[OutputStream, Item]
 
 
 class AsyncLLMEngine:
@@ -39,8 +41,8 @@ class AsyncLLMEngine:
         self.tokenizer = engine.tokenizer
         self.model_config = engine.model_config
         self.max_model_len = engine.max_model_len
-        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._streams: dict[str, _Stream] = {}  # touched by the worker thread only
+        self._commands: queue.SimpleQueue[EngineCommand] = queue.SimpleQueue()
+        self._streams: dict[str, OutputStream] = {}  # touched by the worker thread only
         self._dead: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._worker, name="qwen3-engine", daemon=True)
@@ -61,8 +63,8 @@ class AsyncLLMEngine:
             raise EngineError("the engine is not running") from self._dead
         prompt = [int(t) for t in prompt_token_ids]
         self.engine.check_prompt(prompt)  # reads only fixed limits: safe from this thread
-        stream = _Stream(asyncio.get_running_loop())
-        self._commands.put(("add", request_id, prompt, params, stream))
+        stream = OutputStream(asyncio.get_running_loop())
+        self._commands.put(EngineRequest(request_id, prompt, params, stream))
         finished = False
         try:
             while True:
@@ -77,11 +79,11 @@ class AsyncLLMEngine:
                     return
         finally:
             if not finished:
-                self._commands.put(("abort", request_id))
+                self._commands.put(AbortCommand(request_id))
 
     async def abort(self, request_id: str) -> None:
         """Stop the request; its blocks are freed before the next step and its stream ends with "abort"."""
-        self._commands.put(("abort", request_id))
+        self._commands.put(AbortCommand(request_id))
 
     def stats(self) -> EngineStats:
         """Running / waiting sequences, KV usage, prefix-cache hit rate, number of blocks."""
@@ -96,7 +98,7 @@ class AsyncLLMEngine:
         if self._closed:
             return
         self._closed = True
-        self._commands.put(("shutdown",))
+        self._commands.put(ShutdownCommand())
         await asyncio.to_thread(self._thread.join)
 
     # -- the worker thread ------------------------------------------------------------------------------
@@ -120,30 +122,30 @@ class AsyncLLMEngine:
             self._dead = exc
             self._fail_all(EngineError(f"the engine worker died: {exc!r}"))
 
-    def _handle(self, cmd: tuple[Any, ...]) -> bool:
-        kind = cmd[0]
-        if kind == "add":
-            _, request_id, prompt, params, stream = cmd
-            try:
-                self.engine.add_request(request_id, prompt, params, stream=True)
-            except Exception as exc:
-                self._deliver([(stream, exc)])
-            else:
-                self._streams[request_id] = stream
-        elif kind == "abort":
-            out = self.engine.abort_request(cmd[1])
-            stream = self._streams.pop(cmd[1], None)
-            if stream is not None and out is not None:
-                self._deliver([(stream, out)])
-        elif kind == "shutdown":
-            self.engine.abort_all()
-            self._fail_all(EngineError("the engine shut down"))
-            return False
+    def _handle(self, cmd: EngineCommand) -> bool:
+        """Apply one command; False once the worker must stop."""
+        match cmd:
+            case EngineRequest(request_id, prompt, params, stream):
+                try:
+                    self.engine.add_request(request_id, prompt, params, stream=True)
+                except Exception as exc:  # e.g. a duplicate id: that stream raises it
+                    self._deliver([(stream, exc)])
+                else:
+                    self._streams[request_id] = stream
+            case AbortCommand(request_id):
+                out = self.engine.abort_request(request_id)
+                stream = self._streams.pop(request_id, None)
+                if stream is not None and out is not None:
+                    self._deliver([(stream, out)])
+            case ShutdownCommand():
+                self.engine.abort_all()
+                self._fail_all(EngineError("the engine shut down"))
+                return False
         return True
 
     def _step(self) -> None:
         try:
-            outputs = self.engine.step()
+            result = self.engine.step()
         except Exception as exc:
             logger.exception("engine step failed; aborting the requests in flight")
             err = EngineError(f"the engine failed while running this request: {exc!r}")
@@ -151,26 +153,26 @@ class AsyncLLMEngine:
             self.engine.abort_all()
             self._fail_all(err)
             return
-        items: list[tuple[_Stream, object]] = []
-        for out in outputs:
+        items: list[Delivery] = []
+        for out in result.outputs:
             stream = self._streams.pop(out.request_id, None) if out.finished else self._streams.get(out.request_id)
             if stream is not None:
                 items.append((stream, out))
-        for request_id, err in self.engine.pop_failures():
+        for request_id, err in result.failures:
             stream = self._streams.pop(request_id, None)
             if stream is not None:
                 items.append((stream, err))
         self._deliver(items)
 
     def _fail_all(self, err: BaseException) -> None:
-        items = [(stream, err) for stream in self._streams.values()]
+        items: list[Delivery] = [(stream, err) for stream in self._streams.values()]
         self._streams.clear()
         self._deliver(items)
 
     @staticmethod
-    def _deliver(items: list[tuple[_Stream, object]]) -> None:
+    def _deliver(items: list[Delivery]) -> None:
         # one wake-up per event loop per step, not one per token
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Item]]] = {}
         for stream, item in items:
             by_loop.setdefault(stream.loop, []).append((stream.queue, item))
         for loop, batch in by_loop.items():
@@ -180,6 +182,6 @@ class AsyncLLMEngine:
                 pass  # that loop is closed: nobody is listening
 
 
-def _put_all(batch: list[tuple[asyncio.Queue, object]]) -> None:
+def _put_all(batch: list[tuple[asyncio.Queue, Item]]) -> None:
     for q, item in batch:
         q.put_nowait(item)

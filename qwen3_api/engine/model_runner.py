@@ -1,53 +1,60 @@
-"""One step's sequences -> flat tensors -> the model's forward -> the logits of the rows that sample.
+"""One step's batch -> flat tensors -> the model's forward -> the logits of the rows that sample.
 
-The runner owns the paged KV cache: for each layer a (k_cache, v_cache) pair of
-[num_blocks, block_size, num_kv_heads, head_dim] tensors in the model dtype.
+The runner owns the paged KV cache (engine/kv_cache.py) and, on CUDA with the Triton kernels, the CUDA-graph
+decode runner that shares it (engine/cuda_graphs.py).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
-from qwen3_api.engine.args import kv_cache_budget_bytes
-from qwen3_api.engine.sequence import Sequence
-from qwen3_api.kernels import get_kernels
-from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
+from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.engine.scheduler import ScheduledBatch
+from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
 logger = logging.getLogger(__name__)
 
 
-def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-    """Bytes one KV block takes over all layers (K and V)."""
-    elem = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * block_size * config.num_key_value_heads * config.head_dim * elem
+@dataclass(slots=True)
+class StepInputs:
+    """The model's inputs for one step, and which rows of its output sample."""
+
+    input_ids: torch.Tensor  # long [T]
+    positions: torch.Tensor  # long [T]
+    attn: AttentionMetadata
+    sample_rows: list[int]  # the flat index of each sampling sequence's last token, in batch order
 
 
-def num_kv_blocks(
-    config: ModelConfig,
-    block_size: int,
-    dtype: torch.dtype,
-    kv_cache_memory: float | None,
-    device: torch.device,
-    *,
-    gpu_memory_utilization: float = 0.9,
-    max_useful_blocks: int | None = None,
-) -> int:
-    """How many blocks fit the KV budget (see :class:`EngineArgs`), never more than ``max_useful_blocks``
-    (what ``max_num_seqs`` full-length sequences could use: more would only cost memory and start-up time)."""
-    budget = kv_cache_budget_bytes(kv_cache_memory, device, gpu_memory_utilization)
-    num_blocks = budget // kv_block_bytes(config, block_size, dtype)
-    if num_blocks < 1:
-        raise ValueError(
-            f"--kv-cache-memory {kv_cache_memory} gives {budget} bytes: not even one KV block "
-            f"({kv_block_bytes(config, block_size, dtype)} bytes); raise it"
-        )
-    if max_useful_blocks is not None:
-        num_blocks = min(num_blocks, max_useful_blocks)
-    return int(num_blocks)
+def prepare_inputs(batch: ScheduledBatch, block_size: int, device: torch.device) -> StepInputs:
+    """Flatten the scheduled chunks of ``batch`` into one batch; the attention metadata comes from the one
+    builder every caller uses (AttentionMetadata.build)."""
+    input_ids: list[int] = []
+    positions: list[int] = []
+    query_lens: list[int] = []
+    context_lens: list[int] = []
+    sample_rows: list[int] = []
+    for seq, num_tokens, samples in zip(batch.seqs, batch.num_tokens, batch.samples, strict=True):
+        start = seq.num_computed_tokens
+        end = start + num_tokens
+        input_ids.extend(seq.token_ids[start:end])
+        positions.extend(range(start, end))
+        query_lens.append(num_tokens)
+        context_lens.append(end)
+        if samples:
+            sample_rows.append(len(input_ids) - 1)
+    tables = [seq.block_table for seq in batch.seqs]
+    return StepInputs(
+        input_ids=torch.tensor(input_ids, dtype=torch.long, device=device),
+        positions=torch.tensor(positions, dtype=torch.long, device=device),
+        attn=AttentionMetadata.build(query_lens, context_lens, tables, block_size, device),
+        sample_rows=sample_rows,
+    )
 
 
 class ModelRunner:
@@ -72,11 +79,12 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.device = device
         self.kv_caches = allocate_kv_cache(config, num_blocks, block_size, device, dtype)
+        # before the first request: native CPU kernels built, the lm_head's one-row linear timed (nano-vllm's
+        # warmup_model); once per model, however many runners share it
+        model.warm_up_kernels()
         # Decode steps replay CUDA graphs on the GPU (Triton kernels only); the CPU path never builds one.
-        self.graph_runner = None
-        if cuda_graphs and device.type == "cuda" and get_kernels(device).name == "triton":
-            from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner
-
+        self.graph_runner: CudaGraphDecodeRunner | None = None
+        if cuda_graphs and device.type == "cuda" and model.kernels.name == "triton":
             max_len = min(max_model_len or num_blocks * block_size, num_blocks * block_size)
             self.graph_runner = CudaGraphDecodeRunner(
                 model, self.kv_caches, max_batch_size=max_num_seqs or 64,
@@ -89,60 +97,17 @@ class ModelRunner:
                 self.graph_runner = None
 
     @torch.inference_mode()
-    def execute(self, seqs: list[Sequence]) -> tuple[torch.Tensor | None, list[Sequence]]:
-        """Compute the scheduled tokens of ``seqs``; return the logits [S, vocab] of the S sequences whose
-        chunk reaches their last token (they sample a new token), and those sequences, in batch order."""
-        bs = self.block_size
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        query_lens: list[int] = []
-        context_lens: list[int] = []
-        tables: list[list[int]] = []
-        sample_rows: list[int] = []
-        sample_seqs: list[Sequence] = []
-        for seq in seqs:
-            start = seq.num_computed_tokens
-            end = start + seq.num_scheduled_tokens
-            table = seq.block_table
-            input_ids.extend(seq.token_ids[start:end])
-            if end - start == 1:
-                positions.append(start)
-                slots.append(table[start // bs] * bs + start % bs)
-            else:
-                positions.extend(range(start, end))
-                slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            query_lens.append(end - start)
-            context_lens.append(end)
-            tables.append(table)
-            if end == len(seq.token_ids):
-                sample_rows.append(len(input_ids) - 1)
-                sample_seqs.append(seq)
-        dev = self.device
-        width = max(len(t) for t in tables)
-        padded = [t + [0] * (width - len(t)) for t in tables]
-        cu = [0]
-        for q in query_lens:
-            cu.append(cu[-1] + q)
-        attn = AttentionMetadata(
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
-            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=dev),
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            block_tables=torch.tensor(padded, dtype=torch.int32, device=dev),
-            query_lens_cpu=query_lens,
-            context_lens_cpu=context_lens,
-            max_query_len=max(query_lens),
-            max_context_len=max(context_lens),
-            is_decode=len(input_ids) == len(seqs),
-        )
-        ids_t = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        pos_t = torch.tensor(positions, dtype=torch.long, device=dev)
-        if self.graph_runner is not None and self.graph_runner.can_run(attn):
-            hidden = self.graph_runner.run(ids_t, pos_t, attn)
+    def execute(self, batch: ScheduledBatch) -> torch.Tensor | None:
+        """Compute the scheduled tokens of ``batch``; the logits [S, vocab] of its S sampling sequences
+        (``batch.sampling_seqs``, in batch order), or None when no sequence samples this step."""
+        inputs = prepare_inputs(batch, self.block_size, self.device)
+        if self.graph_runner is not None and self.graph_runner.can_run(inputs.attn):
+            hidden = self.graph_runner.run(inputs.input_ids, inputs.positions, inputs.attn)
         else:
-            hidden = self.model(ids_t, pos_t, attn, self.kv_caches)
-        if not sample_rows:
-            return None, []
-        if len(sample_rows) < hidden.shape[0]:
-            hidden = hidden[torch.tensor(sample_rows, device=dev)]
-        return self.model.compute_logits(hidden), sample_seqs
+            hidden = self.model(inputs.input_ids, inputs.positions, inputs.attn, self.kv_caches)
+        rows = inputs.sample_rows
+        if not rows:
+            return None
+        if len(rows) < hidden.shape[0]:
+            hidden = hidden[torch.tensor(rows, device=self.device)]
+        return self.model.compute_logits(hidden)

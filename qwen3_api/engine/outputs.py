@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FinishReason(StrEnum):
+    """Why a sample ended. A StrEnum: it compares equal to (and serializes as) the plain string, so code
+    above the engine that compares with "stop" / "length" / "abort" keeps working."""
+
+    STOP = "stop"  # an eos token, a stop token id, or a finished grammar
+    LENGTH = "length"  # max_tokens, or the context / KV cache is full
+    ABORT = "abort"  # aborted by the caller (or its request failed)
 
 
 @dataclass
@@ -17,7 +27,7 @@ class CompletionOutput:
     token_ids: list[int]
     text: str = ""
     logprobs: list[dict[int, float]] | None = None
-    finish_reason: str | None = None  # "stop" | "length" | "abort" | None while running
+    finish_reason: FinishReason | None = None  # None while running
     stop_reason: int | None = None  # the stop token id that ended the sample (None for eos / length)
     num_tokens: int = 0
 

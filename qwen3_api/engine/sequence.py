@@ -7,6 +7,7 @@ from enum import Enum, auto
 from itertools import count
 from typing import TYPE_CHECKING
 
+from qwen3_api.engine.outputs import FinishReason
 from qwen3_api.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -25,13 +26,14 @@ _seq_ids = count()
 class Sequence:
     """A prompt plus the tokens generated so far for one sample (``index``) of a request.
 
-    ``num_computed_tokens`` tokens have their KV in ``block_table``; ``num_scheduled_tokens`` more are
-    computed by the current step. A preempted sequence loses its blocks and recomputes prompt + output.
+    ``num_computed_tokens`` tokens have their KV in ``block_table`` (how many more the current step computes
+    is the scheduler's ScheduledBatch's to say). A preempted sequence loses its blocks and recomputes prompt +
+    output.
     """
 
     __slots__ = (
         "seq_id", "request_id", "index", "status", "params", "token_ids", "num_prompt_tokens",
-        "num_computed_tokens", "num_cached_tokens", "num_scheduled_tokens", "block_table",
+        "num_computed_tokens", "num_cached_tokens", "block_table",
         "block_hashes", "output_logprobs", "finish_reason", "stop_reason", "constraint", "rng",
         "pending_forks", "output_counts", "prompt_ids_tensor", "arrival",
     )
@@ -53,11 +55,10 @@ class Sequence:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0  # prompt tokens found in the prefix cache at (first) admission
-        self.num_scheduled_tokens = 0
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []  # chained hashes of this sequence's full, committed blocks
         self.output_logprobs: list[dict[int, float]] | None = [] if params.logprobs is not None else None
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
         self.stop_reason: int | None = None
         self.constraint: TokenConstraint | None = (
             params.constraint_factory() if params.constraint_factory is not None else None

@@ -1,83 +1,85 @@
-"""Device-specific hot paths, chosen once per device: Triton on CUDA when available, plain torch otherwise.
+"""Device-specific hot paths, chosen once when a model is built: Triton on CUDA when installed, else torch.
 
-A Triton backend is the module ``qwen3_api.kernels.triton_ops``; any of fused_moe / paged_attention /
-store_kvcache it defines replaces the torch version on CUDA. QWEN3_API_KERNELS=torch forces the torch ones.
+A :class:`Kernels` is one model's set (``Qwen3ForCausalLM.kernels``): two literal sets below, no lookup by
+name. The set is resolved by :func:`select_kernels` at model construction and passed down the forward, so
+nothing on the hot path reads the environment. QWEN3_API_KERNELS=torch forces the torch set on CUDA.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from qwen3_api.kernels import torch_ops
-
-TRITON_MODULE = "qwen3_api.kernels.triton_ops"
+from qwen3_api.kernels import torch_attention, torch_moe, torch_pointwise
+from qwen3_api.kernels.torch_linear import CpuLinear, transposed_weights
 
 
 @dataclass(frozen=True, slots=True)
 class Kernels:
-    """The hot paths the model calls; see docs/CONTRACTS.md for their signatures."""
+    """The hot paths one model calls; see docs/CONTRACTS.md for their signatures."""
 
     name: str
-    linear: Callable[..., torch.Tensor]
+    linear: CpuLinear  # per model: it holds the lm_head's tuning verdict (CpuLinear.tune)
     fused_moe: Callable[..., torch.Tensor]
     paged_attention: Callable[..., torch.Tensor]
     store_kvcache: Callable[..., None]
     rms_norm: Callable[..., torch.Tensor]
     rotary: Callable[..., torch.Tensor]
 
-
-TORCH_KERNELS = Kernels(
-    name="torch",
-    linear=torch_ops.linear,
-    fused_moe=torch_ops.fused_moe,
-    paged_attention=torch_ops.paged_attention,
-    store_kvcache=torch_ops.store_kvcache,
-    rms_norm=torch_ops.rms_norm,
-    rotary=torch_ops.rotary,
-)
+    def warm_up(self, lm_head: torch.Tensor) -> None:
+        """Prepare for serving once the weights are loaded: native CPU kernels built, the lm_head timed."""
+        self.linear.warm_up(lm_head)
 
 
-def transposed_weights(device: torch.device | str | None, dtype: torch.dtype) -> bool:
-    """Whether the model should store its projection weights [out, in] as transposed [in, out] tensors."""
-    return torch_ops.transposed_weights(device, dtype)
+def torch_kernels() -> Kernels:
+    """The plain-torch set (the CPU backend; also the reference the Triton kernels are tested against)."""
+    return Kernels(
+        name="torch",
+        linear=CpuLinear(),
+        fused_moe=torch_moe.fused_moe,
+        paged_attention=torch_attention.paged_attention,
+        store_kvcache=torch_attention.store_kvcache,
+        rms_norm=torch_pointwise.rms_norm,
+        rotary=torch_pointwise.rotary,
+    )
 
 
-def get_kernels(device: torch.device | str) -> Kernels:
-    """The kernel set for a device (cached per device type)."""
-    return _kernels_for(torch.device(device).type, os.environ.get("QWEN3_API_KERNELS", "auto"))
+def triton_kernels() -> Kernels:
+    """The CUDA set: Triton MoE, paged attention, KV store, RMSNorm and rotary; linear is F.linear (cuBLAS).
+
+    Raises ImportError without triton (an optional dependency: the `triton` extra).
+    """
+    # imported here, not at the top: triton is optional and CPU-only installs never import it
+    from qwen3_api.kernels import triton_attention, triton_moe, triton_norm, triton_rotary
+
+    return Kernels(
+        name="triton",
+        linear=CpuLinear(),
+        fused_moe=triton_moe.fused_moe,
+        paged_attention=triton_attention.paged_attention,
+        store_kvcache=triton_attention.store_kvcache,
+        rms_norm=triton_norm.rms_norm,
+        rotary=triton_rotary.rotary,
+    )
 
 
-@functools.cache
-def _kernels_for(device_type: str, choice: str) -> Kernels:
-    if device_type != "cuda" or choice == "torch":
-        return TORCH_KERNELS
+def select_kernels(device: torch.device | str, choice: str | None = None) -> Kernels:
+    """A fresh kernel set for a model on ``device``: Triton on CUDA when it imports, else torch.
+
+    ``choice``: auto | torch | triton (default: $QWEN3_API_KERNELS, else auto); "triton" raises without it.
+    """
+    choice = choice or os.environ.get("QWEN3_API_KERNELS", "auto")
+    if torch.device(device).type != "cuda" or choice == "torch":
+        return torch_kernels()
     try:
-        triton_ops = importlib.import_module(TRITON_MODULE)
+        return triton_kernels()
     except ImportError:
         if choice == "triton":
             raise
-        return TORCH_KERNELS
-    ops = {
-        name: getattr(triton_ops, name, getattr(torch_ops, name))
-        for name in ("linear", "fused_moe", "paged_attention", "store_kvcache", "rms_norm", "rotary")
-    }
-    if "k" not in inspect.signature(ops["paged_attention"]).parameters:
-        ops["paged_attention"] = _drop_new_kv(ops["paged_attention"])
-    return Kernels(name="triton", **ops)
+        return torch_kernels()
 
 
-def _drop_new_kv(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Adapt a paged_attention without the optional k=/v= fast-path arguments (it reads the cache only)."""
-
-    @functools.wraps(fn)
-    def wrapper(q, k_cache, v_cache, attn, scale, *, k=None, v=None):  # noqa: ARG001
-        return fn(q, k_cache, v_cache, attn, scale)
-
-    return wrapper
+__all__ = ["CpuLinear", "Kernels", "select_kernels", "torch_kernels", "transposed_weights", "triton_kernels"]

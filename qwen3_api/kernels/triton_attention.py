@@ -25,16 +25,13 @@ design argument, not yet a measurement: the H200 comparison is pending (see benc
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 
-from qwen3_api.kernels.triton_moe import interpreting
-
-if TYPE_CHECKING:
-    from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels.metadata import AttentionMetadata
+from qwen3_api.kernels.triton_utils import interpreting
 
 _LOG2E = 1.4426950408889634
 
@@ -331,9 +328,17 @@ def decode_attention(
 
 
 def paged_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, attn: AttentionMetadata, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    attn: AttentionMetadata,
+    scale: float,
+    *,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal attention of q [T, Hq, D] over each sequence's paged history (new K/V already stored)."""
+    """Causal attention of q [T, Hq, D] over each sequence's paged history (new K/V already stored; the
+    contract's optional k=, v= of the new tokens are not needed: the kernels read the cache)."""
     if attn.is_decode:
         return decode_attention(q, k_cache, v_cache, attn.context_lens, attn.block_tables, scale)
     return prefill_attention(

@@ -12,28 +12,17 @@ One MoE layer is two grouped GEMMs over the (token, expert) pairs of the batch:
 3. The down GEMM reads the [T*K, I] activations, multiplies each row by its routing weight and writes one
    [T*K, H] row per pair; the top-k rows of a token are then summed.
 
-Block sizes come from a JSON table per (E, N, dtype, GPU name) with batch-size buckets (``moe_configs/``);
-without a matching table a default is used and a warning is logged once, because untuned configs cost 20-50 %
-of decode speed (peer pitfall #18). ``tune_moe.py`` writes the table for the local GPU.
+Block sizes come from a JSON table per (E, N, dtype, GPU name) with batch-size buckets (moe_config_table.py).
 """
 
 from __future__ import annotations
-
-import functools
-import json
-import logging
-import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-logger = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).parent / "moe_configs"
-MoEConfig = dict[str, int]
+from qwen3_api.kernels.moe_config_table import MoEConfig, get_moe_config
+from qwen3_api.kernels.triton_utils import interpreting
 
 
 @triton.jit
@@ -221,65 +210,6 @@ def moe_align_block_size(
     tile_start = torch.arange(0, capacity, block_m, device=device)
     expert_ids = torch.searchsorted(padded_end, tile_start, right=True).clamp_(max=num_experts - 1)
     return sorted_ids, expert_ids.to(torch.int32), padded_end[-1:].to(torch.int32)
-
-
-def interpreting() -> bool:
-    """True under TRITON_INTERPRET=1, whose CPU tl.dot mis-reads bf16 operands (seen with triton 3.9): the
-    kernels then upcast dot operands to float32; loads, stores and bf16 rounding of intermediates are kept."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@functools.cache
-def _device_name() -> str:
-    return torch.cuda.get_device_name().replace(" ", "_") if torch.cuda.is_available() else "cpu"
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
-
-
-def config_file_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> str:
-    """The table's file name for one (E, N = intermediate size, dtype, GPU) combination."""
-    return f"E={num_experts},N={n},dtype={_dtype_name(dtype)},device_name={device_name}.json"
-
-
-@functools.cache
-def load_config_table(
-    num_experts: int, n: int, dtype: torch.dtype, device_name: str, config_dir: Path = CONFIG_DIR
-) -> dict[int, MoEConfig] | None:
-    """The tuned table {batch bucket: config} for this shape and GPU, or None (warned about once)."""
-    path = Path(config_dir) / config_file_name(num_experts, n, dtype, device_name)
-    if not path.is_file():
-        logger.warning(
-            "Using default MoE config: no tuned table %s (expect slower decode; run "
-            "`python -m qwen3_api.kernels.tune_moe` on this GPU to make one).",
-            path.name,
-        )
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return {int(k): v for k, v in data["configs"].items()}
-
-
-def default_config(m: int, num_experts: int) -> MoEConfig:
-    """vLLM's fallback: small tiles when few tokens per expert, larger ones otherwise."""
-    if m <= num_experts:
-        return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 1}
-    return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
-
-
-def get_moe_config(
-    m: int,
-    num_experts: int,
-    n: int,
-    dtype: torch.dtype,
-    device_name: str | None = None,
-    config_dir: Path = CONFIG_DIR,
-) -> MoEConfig:
-    """Block sizes for a batch of m tokens: the tuned entry of the nearest batch bucket, else the default."""
-    table = load_config_table(num_experts, n, dtype, device_name or _device_name(), Path(config_dir))
-    if not table:
-        return default_config(m, num_experts)
-    return table[min(table, key=lambda bucket: abs(bucket - m))]
 
 
 def _launch(

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen3_api.kernels import Kernels, get_kernels, transposed_weights
-from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels import Kernels, transposed_weights
+from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 
 
@@ -43,9 +43,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = empty_param(dim, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
         # one fused kernel on CUDA instead of eight small ones (kernels.rms_norm)
-        return get_kernels(x.device).rms_norm(x, self.weight, self.eps)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rope_inv_freq(config: ModelConfig) -> tuple[torch.Tensor, float]:
@@ -103,11 +103,6 @@ class RotaryEmbedding(nn.Module):
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, D] rotated (neox / rotate_half layout); cos, sin [T, D]. One launch on CUDA."""
-    return get_kernels(x.device).rotary(x, cos, sin)
-
-
 class Qwen3Attention(nn.Module):
     """GQA with per-head RMSNorm on q and k before RoPE, over the engine's paged KV cache."""
 
@@ -140,11 +135,11 @@ class Qwen3Attention(nn.Module):
         num_tokens = hidden.shape[0]
         qkv = kernels.linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim))
-        k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim))
+        q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim), kernels)
+        k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim), kernels)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cos, sin = cos_sin  # rotate_half layout, one launch each on CUDA
+        q, k = kernels.rotary(q, cos, sin), kernels.rotary(k, cos, sin)
         k_cache, v_cache = kv_cache
         kernels.store_kvcache(k, v, k_cache, v_cache, attn.slot_mapping)
         out = kernels.paged_attention(q, k_cache, v_cache, attn, self.scale, k=k, v=v)

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from qwen3_api.kernels import cpu_native, torch_ops, transposed_weights
 from qwen3_api.model.config import ModelConfig, parse_dtype
 from qwen3_api.model.errors import CheckpointError
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
@@ -212,10 +211,6 @@ def load_model(
     net = Qwen3ForCausalLM(config, device=device, dtype=target_dtype)
     load_weights(net, path, progress=progress)
     net.eval()
-    if transposed_weights(device, target_dtype) and cpu_native.ops() is not None:
-        # built (first run, ~5 s) or loaded now rather than on the first request; then time the lm_head both ways
-        if net.lm_head.weight.shape[0] > torch_ops.NATIVE_NARROW_MAX:
-            torch_ops.tune_native_linear(net.lm_head.weight)
     return net, config
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen3_api.kernels import get_kernels
-from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels import Kernels, select_kernels
+from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.layers import (
     Qwen3Attention,
@@ -38,8 +38,9 @@ class Qwen3DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
 
     def forward(self, hidden, cos_sin, attn, kv_cache, kernels) -> torch.Tensor:  # noqa: ANN001
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos_sin, attn, kv_cache, kernels)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden), kernels)
+        attn_out = self.self_attn(self.input_layernorm(hidden, kernels), cos_sin, attn, kv_cache, kernels)
+        hidden = hidden + attn_out
+        return hidden + self.mlp(self.post_attention_layernorm(hidden, kernels), kernels)
 
 
 class Qwen3Model(nn.Module):
@@ -55,11 +56,23 @@ class Qwen3Model(nn.Module):
 
 
 class Qwen3ForCausalLM(nn.Module):
-    """One class for both architectures (config.is_moe). Weights are uninitialised until loaded."""
+    """One class for both architectures (config.is_moe). Weights are uninitialised until loaded.
 
-    def __init__(self, config: ModelConfig, *, device: Any = None, dtype: torch.dtype | None = None):
+    ``kernels``: the hot paths every layer calls, resolved once here (default: ``select_kernels(device)``) and
+    passed down the forward; replace the attribute to run the same weights through another set.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        kernels: Kernels | None = None,
+    ):
         super().__init__()
         self.config = config
+        self.kernels = kernels or select_kernels(device if device is not None else "cpu")
         dtype = dtype or config.torch_dtype
         self.model = Qwen3Model(config, device=device, dtype=dtype)
         self.lm_head = nn.Module()
@@ -89,14 +102,19 @@ class Qwen3ForCausalLM(nn.Module):
 
         Writes the new tokens' K/V into kv_caches (one (k, v) pair per layer) at attn.slot_mapping.
         """
-        kernels = get_kernels(input_ids.device)
+        kernels = self.kernels
         hidden = F.embedding(input_ids, self.model.embed_tokens.weight)
         cos_sin = self.model.rotary_emb(positions, hidden.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             hidden = layer(hidden, cos_sin, attn, kv_cache, kernels)
-        return self.model.norm(hidden)
+        return self.model.norm(hidden, kernels)
 
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> logits [N, vocab_size] in float32."""
-        return get_kernels(hidden.device).linear(hidden, self.lm_head.weight).float()
+        return self.kernels.linear(hidden, self.lm_head.weight).float()
+
+    def warm_up_kernels(self) -> None:
+        """Once the weights are loaded, before serving: let the kernels prepare for them (on the CPU: build
+        the native kernels, time the lm_head's one-row linear both ways; see CpuLinear)."""
+        self.kernels.warm_up(self.lm_head.weight)

@@ -48,7 +48,7 @@ def run_to_completion(engine: LLMEngine, max_steps: int = 10_000) -> dict[str, R
     for _ in range(max_steps):
         if not engine.has_unfinished_requests():
             return final
-        for out in engine.step():
+        for out in engine.step().outputs:
             if out.finished:
                 final[out.request_id] = out
     raise AssertionError("the engine did not finish its requests")

@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from qwen3_api.engine.args import EngineArgs, free_memory_bytes, kv_cache_budget_bytes
-from qwen3_api.engine.model_runner import kv_block_bytes, num_kv_blocks
+from qwen3_api.engine.args import EngineArgs
+from qwen3_api.engine.kv_cache import free_memory_bytes, kv_block_bytes, kv_cache_budget_bytes, num_kv_blocks
 
 
 def parse(*argv: str) -> EngineArgs:

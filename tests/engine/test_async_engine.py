@@ -11,6 +11,7 @@ from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.async_engine import AsyncLLMEngine
 from qwen3_api.engine.exceptions import EngineError, PromptTooLongError
 from qwen3_api.engine.llm_engine import LLMEngine
+from qwen3_api.engine.protocol import EngineClient
 from qwen3_api.engine.sampling_params import SamplingParams
 
 
@@ -49,7 +50,7 @@ def test_concurrent_streams_match_the_offline_engine(async_engine, tiny_moe):
         offline.add_request(str(i), p, params)
     final = {}
     while offline.has_unfinished_requests():
-        final.update({o.request_id: o for o in offline.step()})
+        final.update({o.request_id: o for o in offline.step().outputs})
     for i, outs in enumerate(results):
         assert outs[-1].finished and all(not o.finished for o in outs[:-1])
         tokens = [t for o in outs for t in o.outputs[0].token_ids]
@@ -91,6 +92,13 @@ def test_abort_ends_the_stream_with_abort(async_engine):
     assert_no_leaks(async_engine.engine)
 
 
+def test_the_async_engine_is_an_engine_client(async_engine):
+    assert isinstance(async_engine, EngineClient)
+    assert async_engine.is_running and async_engine.max_model_len == 512
+    run(async_engine.shutdown())
+    assert not async_engine.is_running
+
+
 def test_prompt_too_long_raises_at_admission(async_engine):
     async def main():
         with pytest.raises(PromptTooLongError):
@@ -101,7 +109,7 @@ def test_prompt_too_long_raises_at_admission(async_engine):
 
 
 def test_engine_errors_reach_the_waiting_requests(async_engine):
-    def broken(seqs):
+    def broken(batch):
         raise RuntimeError("device lost")
 
     async_engine.engine.runner.execute = broken

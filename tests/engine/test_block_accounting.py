@@ -22,13 +22,15 @@ class RandomRunner:
     def __init__(self, seed: int) -> None:
         self.gen = torch.Generator().manual_seed(seed)
 
-    def execute(self, seqs):
-        sample = [s for s in seqs if s.num_computed_tokens + s.num_scheduled_tokens == len(s)]
-        for seq in seqs:  # what the model may rely on: the blocks cover every token it computes
-            assert len(seq.block_table) * 4 >= seq.num_computed_tokens + seq.num_scheduled_tokens
+    def execute(self, batch):
+        scheduled = list(zip(batch.seqs, batch.num_tokens, strict=True))
+        sample = [s for s, n in scheduled if s.num_computed_tokens + n == len(s)]
+        assert sample == batch.sampling_seqs
+        for seq, n in scheduled:  # what the model may rely on: the blocks cover every token it computes
+            assert len(seq.block_table) * 4 >= seq.num_computed_tokens + n
         if not sample:
-            return None, []
-        return torch.randn(len(sample), VOCAB, generator=self.gen), sample
+            return None
+        return torch.randn(len(sample), VOCAB, generator=self.gen)
 
 
 def check(engine: LLMEngine) -> None:
@@ -78,7 +80,7 @@ def drive(tiny_moe, ops, num_blocks, budget, max_seqs, chunked, prefix, seed) ->
                       enable_chunked_prefill=chunked, enable_prefix_caching=prefix, max_model_len=80)
     engine = LLMEngine(model, config, args, vocab_size=VOCAB, num_blocks=num_blocks)
     engine.runner = RandomRunner(seed)
-    engine.eos_token_ids = {0}
+    engine.scheduler.eos_token_ids = {0}
     prefixes = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [9, 8, 7, 6, 5, 4, 3, 2], [3] * 13, []]
     added: list[str] = []
     finished: set[str] = set()
@@ -94,14 +96,14 @@ def drive(tiny_moe, ops, num_blocks, budget, max_seqs, chunked, prefix, seed) ->
             engine.abort_request(added[op[1] % len(added)])
         else:
             for _ in range(op[1]):
-                for out in engine.step():
+                for out in engine.step().outputs:
                     assert out.finished and out.request_id not in finished
                     finished.add(out.request_id)
         check(engine)
     for _ in range(3000):  # everything left must finish: no deadlock
         if not engine.has_unfinished_requests():
             break
-        for out in engine.step():
+        for out in engine.step().outputs:
             finished.add(out.request_id)
         check(engine)
     assert not engine.has_unfinished_requests()

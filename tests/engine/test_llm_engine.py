@@ -54,7 +54,7 @@ def test_stop_token_ids_and_eos(make_engine):
     assert out.token_ids == free[: free.index(stop_at) + 1]
     assert (out.finish_reason, out.stop_reason) == ("stop", stop_at)
     # the same token as an eos id: "stop" without a stop_reason; ignore_eos runs on
-    engine.eos_token_ids = {stop_at}
+    engine.scheduler.eos_token_ids = {stop_at}
     engine.add_request("eos", prompt, SamplingParams(temperature=0.0, max_tokens=6))
     engine.add_request("ign", prompt, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
     final = run_to_completion(engine)
@@ -109,7 +109,7 @@ def test_stream_mode_reports_deltas(make_engine):
     engine.add_request("full", list(range(300, 340)), params)
     deltas, final = [], None
     while engine.has_unfinished_requests():
-        for out in engine.step():
+        for out in engine.step().outputs:
             if out.request_id == "s":
                 deltas.append(out)
             else:
@@ -138,7 +138,7 @@ def test_min_tokens_and_logprobs_in_the_engine(make_engine):
     prompt = list(range(500, 520))
     engine.add_request("a", prompt, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))
     first = run_to_completion(engine)["a"].outputs[0].token_ids[0]
-    engine.eos_token_ids = {first}
+    engine.scheduler.eos_token_ids = {first}
     engine.sampler.eos_token_ids = [first]
     engine.add_request("m", prompt, SamplingParams(temperature=0.0, max_tokens=4, min_tokens=2, logprobs=5))
     out = run_to_completion(engine)["m"].outputs[0]
@@ -177,9 +177,10 @@ def test_a_failing_constraint_fails_only_its_request(make_engine, where):
     engine.add_request("good", list(range(30)), SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
     finished, failures = {}, []
     while engine.has_unfinished_requests():
-        for out in engine.step():
+        result = engine.step()
+        for out in result.outputs:
             finished[out.request_id] = out
-        failures += engine.pop_failures()
+        failures += result.failures
     assert [rid for rid, _ in failures] == ["bad"]
     assert "grammar broke" in str(failures[0][1])
     assert "bad" not in finished

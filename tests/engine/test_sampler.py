@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from qwen3_api.engine.constraint import allocate_bitmask, apply_bitmask, unpack_bitmask
-from qwen3_api.engine.sampler import Sampler, _sorted_candidates, filter_mask
+from qwen3_api.engine.draw import _sorted_candidates, filter_mask
+from qwen3_api.engine.sampler import Sampler
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.engine.sequence import Sequence
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from qwen3_api.engine.block_manager import BlockManager
 from qwen3_api.engine.sampling_params import SamplingParams
-from qwen3_api.engine.scheduler import Scheduler, SchedulerConfig
+from qwen3_api.engine.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from qwen3_api.engine.sequence import Sequence
 
 
-def advance(seqs: list[Sequence], new_token: int = 1) -> None:
+def advance(batch: ScheduledBatch, new_token: int = 1) -> None:
     """What the engine does after a step: computed tokens move on, finished prefills get a token."""
-    for seq in seqs:
-        seq.num_computed_tokens += seq.num_scheduled_tokens
-        seq.num_scheduled_tokens = 0
+    for seq, num_tokens in zip(batch.seqs, batch.num_tokens, strict=True):
+        seq.num_computed_tokens += num_tokens
         if seq.num_computed_tokens == len(seq):
             seq.append_token(new_token)
 
@@ -29,8 +28,8 @@ def test_a_long_prefill_leaves_room_for_running_decodes():
     long.status = shorts[0].status
     for _ in range(3):
         batch = sched.schedule()
-        assert [s.request_id for s in batch] == ["long", "s0", "s1", "s2"]
-        assert [s.num_scheduled_tokens for s in batch] == [61, 1, 1, 1]
+        assert [s.request_id for s in batch.seqs] == ["long", "s0", "s1", "s2"]
+        assert batch.num_tokens == [61, 1, 1, 1]
         advance(batch)
 
 
@@ -41,10 +40,10 @@ def test_chunked_prefill_off_runs_an_over_budget_prompt_alone():
     sched.add(big)
     sched.add(small)
     batch = sched.schedule()
-    assert [(s.request_id, s.num_scheduled_tokens) for s in batch] == [("big", 100)]
+    assert [(s.request_id, n) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)] == [("big", 100)]
     advance(batch)
     batch = sched.schedule()
-    assert [(s.request_id, s.num_scheduled_tokens) for s in batch] == [("big", 1), ("small", 2)]
+    assert list(zip([s.request_id for s in batch.seqs], batch.num_tokens, strict=True)) == [("big", 1), ("small", 2)]
 
 
 def test_preemption_takes_the_newest_and_requeues_it_first():
@@ -56,7 +55,7 @@ def test_preemption_takes_the_newest_and_requeues_it_first():
     advance(sched.schedule())  # a: 2 blocks, b: 2 blocks, cache full
     advance(sched.schedule())  # both decode into their second block (8 tokens each)
     batch = sched.schedule()  # a needs a third block: b, the newest, is preempted
-    assert [s.request_id for s in batch] == ["a"]
+    assert [s.request_id for s in batch.seqs] == ["a"]
     assert sched.num_preemptions == 1 and list(sched.waiting) == [b]
     assert b.block_table == [] and b.num_computed_tokens == 0 and len(b) == 9  # keeps its output
     bm.check_invariants([a])

@@ -1,13 +1,12 @@
-"""A tiny random Qwen3-MoE network and a way to run it through the Triton kernels on CPU."""
+"""A tiny random Qwen3-MoE network, and the Triton kernel set to run it through on CPU (the interpreter)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
-from qwen3_api.kernels import Kernels, _kernels_for
+from qwen3_api.kernels import Kernels, select_kernels
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
@@ -30,10 +29,11 @@ TINY = {
 }
 
 
-def tiny_model(seed: int = 0) -> Qwen3ForCausalLM:
-    """Random weights with unit-scale activations, so routing and attention are not degenerate."""
+def tiny_model(seed: int = 0, kernels: Kernels | None = None) -> Qwen3ForCausalLM:
+    """Random weights with unit-scale activations, so routing and attention are not degenerate; ``kernels``:
+    the set its forward calls (default: the CPU's, torch)."""
     config = ModelConfig.from_dict(TINY)
-    net = Qwen3ForCausalLM(config, device="cpu", dtype=torch.float32)
+    net = Qwen3ForCausalLM(config, device="cpu", dtype=torch.float32, kernels=kernels)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -48,13 +48,6 @@ def tiny_model(seed: int = 0) -> Qwen3ForCausalLM:
 
 def triton_kernels() -> Kernels:
     """The CUDA backend's kernel set (resolved without a GPU; the interpreter runs it on CPU tensors)."""
-    return _kernels_for("cuda", "auto")
-
-
-@pytest.fixture
-def use_triton_kernels(monkeypatch: pytest.MonkeyPatch) -> Kernels:
-    """Make the model call the Triton kernels for CPU tensors for the duration of one test."""
-    kernels = triton_kernels()
-    for module in ("qwen3_api.model.qwen3", "qwen3_api.model.layers"):
-        monkeypatch.setattr(f"{module}.get_kernels", lambda device: kernels)
+    kernels = select_kernels("cuda", "auto")
+    assert kernels.name == "triton"
     return kernels

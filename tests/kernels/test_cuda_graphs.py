@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 
 import torch
-from kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
+from kernel_testutil import tiny_model, triton_kernels
 
-from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner, default_buckets
-from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
+from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner, default_buckets
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.kernels.metadata import AttentionMetadata
 
 BLOCK = 16
 
@@ -20,8 +21,8 @@ def test_default_buckets_cover_every_batch_size_up_to_the_max():
     assert all(size - n < max(8, n // 4) for n, size in zip(range(1, 101), runner_sizes, strict=True))
 
 
-def test_padded_static_buffer_step_matches_the_plain_forward(use_triton_kernels):  # noqa: F811
-    net = tiny_model(seed=2)
+def test_padded_static_buffer_step_matches_the_plain_forward():
+    net = tiny_model(seed=2, kernels=triton_kernels())
     tables = [[4, 1], [2], [6, 0, 3]]
     context_lens = [20, 9, 37]
     caches = allocate_kv_cache(net.config, 8, BLOCK, "cpu", torch.float32)

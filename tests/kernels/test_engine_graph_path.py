@@ -7,13 +7,13 @@ the ModelRunner wiring (ids, positions, metadata, padding to a bucket) without a
 from __future__ import annotations
 
 import torch
-from kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
+from kernel_testutil import tiny_model, triton_kernels
 
 from qwen3_api.engine.args import EngineArgs
+from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner
 from qwen3_api.engine.llm_engine import LLMEngine
 from qwen3_api.engine.sampling_params import SamplingParams
-from qwen3_api.kernels import TORCH_KERNELS
-from qwen3_api.kernels.cuda_graphs import CudaGraphDecodeRunner
+from qwen3_api.kernels import torch_kernels
 
 PROMPTS = [[5, 9, 13, 2, 7], [100, 3], [64, 64, 1, 8, 9, 30, 31, 2, 17, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
 
@@ -26,7 +26,7 @@ def greedy(engine: LLMEngine) -> dict[str, list[int]]:
     for _ in range(100):
         if not engine.has_unfinished_requests():
             break
-        for out in engine.step():
+        for out in engine.step().outputs:
             if out.finished:
                 done[out.request_id] = out.outputs[0].token_ids
     return done
@@ -41,8 +41,8 @@ def test_cpu_runner_builds_no_graph_runner():
     assert make_engine(tiny_model(seed=4)).runner.graph_runner is None
 
 
-def test_greedy_tokens_through_the_padded_runner_match_the_torch_path(use_triton_kernels, monkeypatch):  # noqa: F811
-    net = tiny_model(seed=4)
+def test_greedy_tokens_through_the_padded_runner_match_the_torch_path():
+    net = tiny_model(seed=4, kernels=triton_kernels())
     engine = make_engine(net)
     runner = engine.runner
     graphs = CudaGraphDecodeRunner(
@@ -60,7 +60,6 @@ def test_greedy_tokens_through_the_padded_runner_match_the_torch_path(use_triton
     got = greedy(engine)
     assert calls and 3 in calls  # decode steps of 3 sequences went through the bucket of 4
 
-    for module in ("qwen3_api.model.qwen3", "qwen3_api.model.layers"):
-        monkeypatch.setattr(f"{module}.get_kernels", lambda device: TORCH_KERNELS)
+    net.kernels = torch_kernels()  # the same weights through the torch set, without the graph runner
     expected = greedy(make_engine(net))
     assert got == expected and len(got) == 3 and all(len(t) == 5 for t in got.values())

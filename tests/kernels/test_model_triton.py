@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from kernel_testutil import tiny_model, use_triton_kernels  # noqa: F401 (fixture)
+from kernel_testutil import tiny_model, triton_kernels
 
-from qwen3_api.kernels import TORCH_KERNELS
-from qwen3_api.model.attention import AttentionMetadata, allocate_kv_cache
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.kernels import torch_kernels
+from qwen3_api.kernels.metadata import AttentionMetadata
 
 BLOCK = 16
 
@@ -22,8 +23,8 @@ def run_steps(net, steps, tables):
     return outs, caches
 
 
-def test_triton_path_matches_torch_path_fp32(use_triton_kernels, monkeypatch):  # noqa: F811
-    net = tiny_model()
+def test_triton_path_matches_torch_path_fp32():
+    net = tiny_model(kernels=triton_kernels())
     gen = torch.Generator().manual_seed(1)
     tables = [[3, 7], [0, 5, 9], [11]]
     # step 1: fresh prefills (one sequence chunked: 10 of its 20 tokens); step 2: the rest of the chunked one
@@ -34,8 +35,7 @@ def test_triton_path_matches_torch_path_fp32(use_triton_kernels, monkeypatch):  
         ([1, 1, 1], [21, 23, 6], torch.randint(0, 128, (3,), generator=gen).tolist()),
     ]
     triton_out, triton_cache = run_steps(net, steps, tables)
-    for module in ("qwen3_api.model.qwen3", "qwen3_api.model.layers"):
-        monkeypatch.setattr(f"{module}.get_kernels", lambda device: TORCH_KERNELS)
+    net.kernels = torch_kernels()  # the same weights through the torch set
     torch_out, torch_cache = run_steps(net, steps, tables)
     for a, b in zip(triton_out, torch_out, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from qwen3_api.kernels import torch_ops
+from qwen3_api.kernels import torch_attention
 from qwen3_api.kernels import triton_attention as ta
-from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels.metadata import AttentionMetadata
 
 BLOCK = 16
 
@@ -74,7 +74,7 @@ def test_prefill_fp32_matches_dense_reference(query_lens, context_lens, hq, hkv,
     scale = d**-0.5
     out = ta.paged_attention(q, kc, vc, attn, scale)
     check_against_reference(out, q, kc, vc, attn, tables, scale, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out, torch_ops.paged_attention(q, kc, vc, attn, scale), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, torch_attention.paged_attention(q, kc, vc, attn, scale), rtol=1e-5, atol=1e-5)
 
 
 def test_prefill_tiles_smaller_than_the_query():
@@ -95,7 +95,7 @@ def test_decode_fp32_matches_dense_reference(num_splits):
         q, kc, vc, attn.context_lens, attn.block_tables, 0.3, num_splits=num_splits, block_n=16
     )
     check_against_reference(out, q, kc, vc, attn, tables, 0.3, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out, torch_ops.paged_attention(q, kc, vc, attn, 0.3), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, torch_attention.paged_attention(q, kc, vc, attn, 0.3), rtol=1e-5, atol=1e-5)
 
 
 def test_decode_padding_row_with_empty_history_gives_zeros():
@@ -131,7 +131,7 @@ def test_store_kvcache_writes_slots_and_skips_negative(dtype):
     ta.store_kvcache(k, v, kc, vc, slots)
     ref_k, ref_v = torch.zeros_like(kc), torch.zeros_like(vc)
     keep = slots >= 0
-    torch_ops.store_kvcache(k[keep], v[keep], ref_k, ref_v, slots[keep])
+    torch_attention.store_kvcache(k[keep], v[keep], ref_k, ref_v, slots[keep])
     assert torch.equal(kc, ref_k) and torch.equal(vc, ref_v)
     assert torch.equal(kc.view(-1, 2, 16)[17], k[1])
     assert int((kc != 0).any(-1).any(-1).sum()) == 4  # the -1 slot wrote nothing

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qwen3_api.kernels import torch_ops
+from qwen3_api.kernels import moe_config_table, torch_moe
 from qwen3_api.kernels import triton_moe as tm
 
 SMALL = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 16, "GROUP_SIZE_M": 2}
@@ -74,7 +74,7 @@ def test_fused_moe_fp32_matches_expert_loop(tokens, experts, top_k):
     out = tm.fused_moe(x, w13, w2, w, ids, config=SMALL)
     ref = reference_moe(x, w13, w2, w, ids)
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out, torch_ops.fused_moe(x, w13, w2, w, ids), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, torch_moe.fused_moe(x, w13, w2, w, ids), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("block_n", [16, 64])
@@ -97,16 +97,17 @@ def test_fused_moe_bf16_within_bf16_rounding():
 
 
 def test_config_lookup_uses_nearest_bucket_of_the_shipped_h200_table():
-    cfg_1 = tm.get_moe_config(1, 128, 768, torch.bfloat16, device_name="NVIDIA_H200")
-    cfg_64 = tm.get_moe_config(60, 128, 768, torch.bfloat16, device_name="NVIDIA_H200")
+    cfg_1 = moe_config_table.get_moe_config(1, 128, 768, torch.bfloat16, device_name="NVIDIA_H200")
+    cfg_64 = moe_config_table.get_moe_config(60, 128, 768, torch.bfloat16, device_name="NVIDIA_H200")
     assert cfg_1["BLOCK_SIZE_M"] == 16 and cfg_1["BLOCK_SIZE_N"] == 64
     assert cfg_64["BLOCK_SIZE_N"] == 256 and cfg_64["num_warps"] == 8
 
 
 def test_missing_table_warns_once_and_falls_back(caplog):
-    tm.load_config_table.cache_clear()
-    with caplog.at_level(logging.WARNING, logger=tm.logger.name):
-        a = tm.get_moe_config(4, 8, 32, torch.float32, device_name="No_Such_GPU")
-        b = tm.get_moe_config(4, 8, 32, torch.float32, device_name="No_Such_GPU")
-    assert a == b == tm.default_config(4, 8)
+    table = moe_config_table
+    table.load_config_table.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=table.logger.name):
+        a = table.get_moe_config(4, 8, 32, torch.float32, device_name="No_Such_GPU")
+        b = table.get_moe_config(4, 8, 32, torch.float32, device_name="No_Such_GPU")
+    assert a == b == table.default_config(4, 8)
     assert sum("default MoE config" in r.getMessage() for r in caplog.records) == 1

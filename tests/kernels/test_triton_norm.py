@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen3_api.kernels import torch_kernels
 from qwen3_api.kernels.triton_norm import rms_norm
 from qwen3_api.model.layers import RMSNorm
 
@@ -12,7 +13,7 @@ from qwen3_api.model.layers import RMSNorm
 def torch_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     module = RMSNorm(x.shape[-1], eps, dtype=weight.dtype)
     module.weight.data.copy_(weight)
-    return module(x)
+    return module(x, torch_kernels())
 
 
 def test_rows_fp32_match_and_shape_is_kept():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen3_api.kernels import torch_ops
+from qwen3_api.kernels import torch_pointwise
 from qwen3_api.kernels.triton_rotary import rotary
 
 
@@ -33,7 +33,7 @@ def test_fp32_matches_torch_and_first_principles(heads, dim):
     x = torch.randn(5, heads, dim, generator=g)
     cos, sin = cos_sin(positions, dim)
     out = rotary(x, cos, sin)
-    torch.testing.assert_close(out, torch_ops.rotary(x, cos, sin), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, torch_pointwise.rotary(x, cos, sin), rtol=1e-6, atol=1e-6)
     # float32 angles: position 4095 x inv_freq carries ~4e-4 rad of rounding, in torch and Triton alike
     torch.testing.assert_close(out.double(), first_principles(x, positions), rtol=1e-3, atol=1e-3)
 
@@ -48,4 +48,4 @@ def test_bf16_strided_input_matches_torch_rounding():
     cos, sin = (t.to(torch.bfloat16) for t in cos_sin(torch.arange(6) * 7, 32))
     out = rotary(x, cos, sin)
     assert out.dtype == torch.bfloat16 and out.is_contiguous()
-    torch.testing.assert_close(out.float(), torch_ops.rotary(x, cos, sin).float(), rtol=2**-6, atol=2**-5)
+    torch.testing.assert_close(out.float(), torch_pointwise.rotary(x, cos, sin).float(), rtol=2**-6, atol=2**-5)

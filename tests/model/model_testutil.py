@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.kernels import cpu_native
-from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
+from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 
 TINY_MOE = {
@@ -75,6 +76,33 @@ def hf_logits(model: torch.nn.Module, seqs: list[list[int]]) -> list[torch.Tenso
     """transformers' logits [len, vocab] float32 for each sequence, run one at a time (no padding)."""
     with torch.no_grad():
         return [model(torch.tensor([s])).logits[0].float() for s in seqs]
+
+
+def make_contiguous_metadata(
+    seq_lens: list[int],
+    device: torch.device | str = "cpu",
+    block_size: int = 16,
+    *,
+    context_lens: list[int] | None = None,
+    max_model_len: int | None = None,
+    seq_ids: list[int] | None = None,
+) -> AttentionMetadata:
+    """Metadata for running the model without the engine: sequence b owns the fixed block range
+    [s*n, (s+1)*n) with s = seq_ids[b] (default b) and n = ceil(max_model_len / block_size).
+
+    seq_lens are the query lengths of this step; context_lens (default: seq_lens, a fresh prefill) the history
+    lengths after it. Keep max_model_len and seq_ids fixed across steps so the blocks stay put (chunked
+    prefill, decode). (benchmarks/contiguous_kv.py keeps the same helper for the benchmarks.)
+    """
+    seq_ids = list(range(len(seq_lens))) if seq_ids is None else list(seq_ids)
+    context_lens = list(seq_lens) if context_lens is None else list(context_lens)
+    longest = max_model_len or max(context_lens, default=1)
+    per_seq = -(-longest // block_size)
+    tables = [
+        list(range(s * per_seq, s * per_seq + -(-c // block_size)))
+        for s, c in zip(seq_ids, context_lens, strict=True)
+    ]
+    return AttentionMetadata.build(list(seq_lens), context_lens, tables, block_size, device)
 
 
 def our_prefill_logits(

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from model_testutil import native_cpu_ops, transposed_copy
 
-from qwen3_api.kernels import cpu_native, torch_ops
+from qwen3_api.kernels import cpu_native, torch_linear
+from qwen3_api.kernels.torch_linear import CpuLinear
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +92,9 @@ def test_torch_linear_routes_one_row_over_transposed_weights_to_native(native, r
     weight = torch.randn(48, 40)
     weight = transposed_copy(weight) if transposed else weight
     x = torch.randn(rows, 40)
-    torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch_linear.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
     assert counting.calls["linear_t"] == (rows == 1 and transposed)
-    torch_ops.linear(x.double(), weight.double())  # float64 is never native
+    torch_linear.linear(x.double(), weight.double())  # float64 is never native
     assert counting.calls["linear_t"] == (rows == 1 and transposed)
 
 
@@ -103,8 +104,9 @@ def test_the_model_layout_reaches_the_native_kernels(native) -> None:
 
     w = weight_param(64, 32, device="cpu", dtype=torch.float32)
     experts = weight_param(4, 64, 32, device="cpu", dtype=torch.float32)
-    assert torch_ops._transposed(w) and torch_ops._transposed(experts)
-    assert not torch_ops._transposed(torch.empty(64, 32)) and not torch_ops._transposed(torch.empty(4, 64, 32))
+    assert torch_linear.is_transposed(w) and torch_linear.is_transposed(experts)
+    assert not torch_linear.is_transposed(torch.empty(64, 32))
+    assert not torch_linear.is_transposed(torch.empty(4, 64, 32))
 
 
 def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
@@ -114,7 +116,7 @@ def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
         assert cpu_native.ops() is None
         weight = transposed_copy(torch.randn(48, 40))
         x = torch.randn(1, 40)
-        torch.testing.assert_close(torch_ops.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch_linear.linear(x, weight), F.linear(x, weight), atol=1e-5, rtol=1e-5)
     finally:
         cpu_native.ops.cache_clear()
 
@@ -122,32 +124,42 @@ def test_off_switch_falls_back_to_torch(monkeypatch) -> None:
 def test_wide_linears_go_native_only_where_tuning_found_it_faster(native, monkeypatch) -> None:
     counting = _Counting(native)
     monkeypatch.setattr(cpu_native, "ops", lambda: counting)
-    wide = transposed_copy(torch.randn(torch_ops.NATIVE_NARROW_MAX + 16, 32))
-    narrow = transposed_copy(torch.randn(torch_ops.NATIVE_NARROW_MAX, 32))
+    wide = transposed_copy(torch.randn(torch_linear.NATIVE_NARROW_MAX + 16, 32))
+    narrow = transposed_copy(torch.randn(torch_linear.NATIVE_NARROW_MAX, 32))
     x = torch.randn(1, 32)
     for choice in (False, True):
-        monkeypatch.setitem(torch_ops._tuned, "native_wide", choice)
+        linear = CpuLinear(native_wide=choice)  # one model's linear, tuned to `choice`
         counting.calls["linear_t"] = 0
-        torch.testing.assert_close(torch_ops.linear(x, wide), F.linear(x, wide), atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(torch_ops.linear(x, narrow), F.linear(x, narrow), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(linear(x, wide), F.linear(x, wide), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(linear(x, narrow), F.linear(x, narrow), atol=1e-4, rtol=1e-4)
         assert counting.calls["linear_t"] == 1 + choice  # the narrow one always, the wide one when tuned so
     # tuning times both kernels (5 timed calls each after a warm-up) and records its choice
-    monkeypatch.setitem(torch_ops._tuned, "native_wide", None)
+    linear = CpuLinear(native_wide=None)
     counting.calls["linear_t"] = 0
-    choice = torch_ops.tune_native_linear(wide)
-    assert isinstance(choice, bool) and torch_ops._tuned["native_wide"] is choice
+    choice = linear.tune(wide)
+    assert isinstance(choice, bool) and linear.native_wide is choice
     assert counting.calls["linear_t"] == 6
     # a weight the native kernel cannot read leaves the choice alone
-    assert torch_ops.tune_native_linear(torch.randn(100, 32)) is choice
+    assert linear.tune(torch.randn(100, 32)) is choice
+    assert CpuLinear().native_wide is None  # per model: a fresh one is untuned
 
 
-def test_load_model_tunes_the_untied_lm_head(tmp_path, monkeypatch) -> None:
+def test_the_runner_warm_up_tunes_the_untied_lm_head_once(native, tmp_path, monkeypatch) -> None:
+    from qwen3_api.engine.model_runner import ModelRunner
     from qwen3_api.model.loader import load_model
     from qwen3_api.model.tiny import make_tiny_model
 
     tuned: list[tuple[int, ...]] = []
-    monkeypatch.setattr(torch_ops, "NATIVE_NARROW_MAX", 16)  # the tiny vocabulary counts as wide
-    monkeypatch.setattr(torch_ops, "tune_native_linear", lambda w: tuned.append(tuple(w.shape)) or False)
+
+    def fake_tune(self, weight):
+        tuned.append(tuple(weight.shape))
+        self.native_wide = False
+        return False
+
+    monkeypatch.setattr(torch_linear, "NATIVE_NARROW_MAX", 16)  # the tiny vocabulary counts as wide
+    monkeypatch.setattr(CpuLinear, "tune", fake_tune)
     make_tiny_model(tmp_path / "m", tie_word_embeddings=False)
-    model, _ = load_model(tmp_path / "m", dtype=torch.float32)
+    model, config = load_model(tmp_path / "m", dtype=torch.float32)
+    for _ in range(2):  # before serving, once per model however many runners share it
+        ModelRunner(model, config, num_blocks=4, block_size=16, device=torch.device("cpu"), dtype=torch.float32)
     assert tuned == [tuple(model.lm_head.weight.shape)]

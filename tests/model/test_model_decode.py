@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_testutil import TINY_DENSE, TINY_MOE, hf_model, our_prefill_logits, random_seqs
+from model_testutil import (
+    TINY_DENSE,
+    TINY_MOE,
+    hf_model,
+    make_contiguous_metadata,
+    our_prefill_logits,
+    random_seqs,
+)
 
-from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
+from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.model.loader import load_model
 
 BLOCK = 4

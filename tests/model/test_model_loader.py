@@ -211,7 +211,10 @@ def test_peak_memory_while_loading_stays_near_model_size(tmp_path) -> None:
 
 
 def test_cli_reports_an_unreachable_hub_id_without_a_traceback(tmp_path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    # Its own home: serve checks the (default) database before the model, and must not touch the user's.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), PYTHONPATH=str(REPO),
+               QWEN3_API_HOME=str(tmp_path / "home"))
+    env.pop("QWEN3_API_DATABASE_URL", None)
     cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", "Qwen/Qwen3-30B-A3B", "--no-auth"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 2

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_testutil import TINY_MOE, hf_model, random_seqs
+from model_testutil import TINY_MOE, hf_model, make_contiguous_metadata, random_seqs
 
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
+from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.engine.llm_engine import default_max_model_len
-from qwen3_api.model.attention import allocate_kv_cache, make_contiguous_metadata
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.loader import load_model
 from qwen3_api.model.tiny import make_tiny_model

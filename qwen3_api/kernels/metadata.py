@@ -1,4 +1,5 @@
-"""Attention metadata for a flat batch over a paged KV cache (nano-vllm's "context", passed explicitly).
+"""The kernels' input contract: attention metadata for a flat batch over a paged KV cache (nano-vllm's
+"context", passed explicitly).
 
 A flat batch holds B sequences, T tokens in all, with no padding. Sequence b owns the query tokens
 cu_seqlens_q[b]:cu_seqlens_q[b+1]; after this step its KV history is context_lens[b] tokens long, the new
@@ -11,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from qwen3_api.model.config import ModelConfig
 
 
 @dataclass(slots=True)
@@ -68,46 +67,3 @@ class AttentionMetadata:
             max_context_len=max(context_lens, default=0),
             is_decode=bool(query_lens) and all(q == 1 for q in query_lens),
         )
-
-
-def make_contiguous_metadata(
-    seq_lens: list[int],
-    device: torch.device | str = "cpu",
-    block_size: int = 16,
-    *,
-    context_lens: list[int] | None = None,
-    max_model_len: int | None = None,
-    seq_ids: list[int] | None = None,
-) -> AttentionMetadata:
-    """Metadata for tests and benchmarks without the engine: sequence b owns the fixed block range
-    [s*n, (s+1)*n) with s = seq_ids[b] (default b) and n = ceil(max_model_len / block_size).
-
-    seq_lens are the query lengths of this step; context_lens (default: seq_lens, a fresh prefill) the history
-    lengths after it. Keep max_model_len and seq_ids fixed across steps so the blocks stay put (chunked
-    prefill, decode).
-    """
-    seq_ids = list(range(len(seq_lens))) if seq_ids is None else list(seq_ids)
-    context_lens = list(seq_lens) if context_lens is None else list(context_lens)
-    longest = max_model_len or max(context_lens, default=1)
-    per_seq = -(-longest // block_size)
-    tables = [
-        list(range(s * per_seq, s * per_seq + -(-c // block_size)))
-        for s, c in zip(seq_ids, context_lens, strict=True)
-    ]
-    return AttentionMetadata.build(list(seq_lens), context_lens, tables, block_size, device)
-
-
-def allocate_kv_cache(
-    config: ModelConfig,
-    num_blocks: int,
-    block_size: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One (k_cache, v_cache) per layer, each [num_blocks, block_size, num_kv_heads, head_dim], zeroed."""
-    shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
-    dtype = dtype or config.torch_dtype
-    return [
-        (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-        for _ in range(config.num_hidden_layers)
-    ]

@@ -14,7 +14,9 @@ A graph replays fixed addresses and fixed shapes, so:
   batch size, and context lengths and block tables are read on the device. The torch CPU kernels do not
   (they slice with host lengths), so graphs are used only with the Triton backend.
 
-Wiring into the engine's ModelRunner (CUDA only; the CPU path is untouched)::
+Wiring into the engine's ModelRunner (CUDA only; the CPU path is untouched). The runner builds each step's
+metadata with the one builder (AttentionMetadata.build, via model_runner.prepare_inputs); ``run`` copies it
+into the static buffers, which ``_metadata`` views per bucket::
 
     runner = CudaGraphDecodeRunner(model, kv_caches, max_batch_size=max_num_seqs,
                                    max_blocks_per_seq=cdiv(max_model_len, block_size))
@@ -29,18 +31,12 @@ Wiring into the engine's ModelRunner (CUDA only; the CPU path is untouched)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch
 
-from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
-
-ForwardFn = Callable[
-    [torch.Tensor, torch.Tensor, AttentionMetadata, list[tuple[torch.Tensor, torch.Tensor]]], torch.Tensor
-]
-
 
 def default_buckets(max_batch_size: int) -> list[int]:
     """1, 2, 4, 8, then every 8 up to 64, then every 16 (vLLM-like): padding wastes < 12.5 % above 8."""
@@ -65,11 +61,9 @@ class CudaGraphDecodeRunner:
         max_blocks_per_seq: int,
         buckets: list[int] | None = None,
         use_graphs: bool = True,
-        forward: ForwardFn | None = None,
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches
-        self.forward: ForwardFn = forward or model
         self.buckets = sorted(buckets or default_buckets(max_batch_size))
         self.max_blocks_per_seq = max_blocks_per_seq
         self.use_graphs = use_graphs
@@ -104,9 +98,7 @@ class CudaGraphDecodeRunner:
         )
 
     def _step(self, size: int) -> torch.Tensor:
-        return self.forward(
-            self.input_ids[:size], self.positions[:size], self._metadata(size), self.kv_caches
-        )
+        return self.model(self.input_ids[:size], self.positions[:size], self._metadata(size), self.kv_caches)
 
     @torch.inference_mode()
     def capture(self) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from model_testutil import native_cpu_ops, transposed_copy
 
-from qwen3_api.kernels import cpu_native, get_kernels, torch_ops
-from qwen3_api.model.attention import AttentionMetadata
+from qwen3_api.kernels import cpu_native, select_kernels, torch_attention, torch_linear, torch_moe
+from qwen3_api.kernels.metadata import AttentionMetadata
 
 
 def _naive_moe(hidden, w13, w2, weights, ids):
@@ -29,10 +29,10 @@ def _naive_moe(hidden, w13, w2, weights, ids):
 @pytest.mark.parametrize("num_tokens", [1, 2, 7, 40])  # 1, 2: pair by pair (PER_PAIR_MAX)
 def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_tokens, transposed, native,
                                                               monkeypatch) -> None:  # fmt: skip
-    monkeypatch.setattr(torch_ops, "GATHER_BYTES", gather_bytes)
+    monkeypatch.setattr(torch_moe, "GATHER_BYTES", gather_bytes)
     per_pair_calls: list[int] = []
-    real_per_pair = torch_ops._per_pair_moe
-    monkeypatch.setattr(torch_ops, "_per_pair_moe", lambda *a: per_pair_calls.append(1) or real_per_pair(*a))
+    real_per_pair = torch_moe._per_pair_moe
+    monkeypatch.setattr(torch_moe, "_per_pair_moe", lambda *a: per_pair_calls.append(1) or real_per_pair(*a))
     native_calls: list[int] = []
     real_ops = native_cpu_ops() if native else None
 
@@ -56,8 +56,8 @@ def test_fused_moe_matches_naive_and_ignores_unrouted_experts(gather_bytes, num_
     w2[8:] = float("nan")
     if transposed:
         w13, w2 = transposed_copy(w13), transposed_copy(w2)
-    got = torch_ops.fused_moe(hidden, w13, w2, weights, ids)
-    one_token_step = num_tokens * top_k <= torch_ops.PER_PAIR_MAX
+    got = torch_moe.fused_moe(hidden, w13, w2, weights, ids)
+    one_token_step = num_tokens * top_k <= torch_moe.PER_PAIR_MAX
     assert bool(native_calls) == (native and transposed and one_token_step)
     assert bool(per_pair_calls) == (gather_bytes == 0 and one_token_step and not native_calls)
     assert torch.isfinite(got).all()
@@ -110,12 +110,12 @@ def test_paged_attention_matches_naive(query_lens, context_lens) -> None:
         for qs, (keys, values), n, c in zip(q.split(query_lens), histories, query_lens, context_lens, strict=True)
     ])  # fmt: skip
     assert attn.is_decode == all(n == 1 for n in query_lens)
-    got = torch_ops.paged_attention(q, k_cache, v_cache, attn, scale)
+    got = torch_attention.paged_attention(q, k_cache, v_cache, attn, scale)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     # the fast path for sequences without earlier history reads the new k/v directly: same result
     new_k = torch.cat([keys[c - n :] for (keys, _), n, c in zip(histories, query_lens, context_lens, strict=True)])
     new_v = torch.cat([vals[c - n :] for (_, vals), n, c in zip(histories, query_lens, context_lens, strict=True)])
-    fast = torch_ops.paged_attention(q, k_cache, v_cache, attn, scale, k=new_k, v=new_v)
+    fast = torch_attention.paged_attention(q, k_cache, v_cache, attn, scale, k=new_k, v=new_v)
     torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -123,14 +123,14 @@ def test_store_kvcache_writes_the_slots() -> None:
     k_cache = torch.zeros(4, 2, 1, 3)
     v_cache = torch.zeros_like(k_cache)
     k, v = torch.randn(3, 1, 3), torch.randn(3, 1, 3)
-    torch_ops.store_kvcache(k, v, k_cache, v_cache, torch.tensor([7, 0, 3]))
+    torch_attention.store_kvcache(k, v, k_cache, v_cache, torch.tensor([7, 0, 3]))
     assert torch.equal(k_cache[3, 1], k[0]) and torch.equal(k_cache[0, 0], k[1]) and torch.equal(v_cache[1, 1], v[2])
     assert int((k_cache != 0).any(-1).sum()) == 3
 
 
 def test_cpu_gets_the_torch_kernels() -> None:
-    kernels = get_kernels("cpu")
-    assert kernels.name == "torch" and kernels.fused_moe is torch_ops.fused_moe
+    kernels = select_kernels("cpu")
+    assert kernels.name == "torch" and kernels.fused_moe is torch_moe.fused_moe
 
 
 def test_mixed_batch_with_several_decodes_matches_naive() -> None:
@@ -142,17 +142,17 @@ def test_mixed_batch_with_several_decodes_matches_naive() -> None:
         _naive_attention(qs, keys, values, c - n, 0.5)
         for qs, (keys, values), n, c in zip(q.split(query_lens), histories, query_lens, context_lens, strict=True)
     ])  # fmt: skip
-    torch.testing.assert_close(torch_ops.paged_attention(q, k_cache, v_cache, attn, 0.5), expected,
+    torch.testing.assert_close(torch_attention.paged_attention(q, k_cache, v_cache, attn, 0.5), expected,
                                atol=1e-5, rtol=1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize("budget", [0, 3000, 1 << 30])  # one sequence per group, several groups, one group
 def test_decode_attention_in_cache_sized_groups_matches_naive(budget, monkeypatch) -> None:
     """Decodes are sorted by length and cut into groups under DECODE_GROUP_BYTES; results land in batch order."""
-    monkeypatch.setattr(torch_ops, "DECODE_GROUP_BYTES", budget)
+    monkeypatch.setattr(torch_attention, "DECODE_GROUP_BYTES", budget)
     groups: list[int] = []
-    real_group = torch_ops._decode_group
-    monkeypatch.setattr(torch_ops, "_decode_group", lambda q, *a: groups.append(q.shape[0]) or real_group(q, *a))
+    real_group = torch_attention._decode_group
+    monkeypatch.setattr(torch_attention, "_decode_group", lambda q, *a: groups.append(q.shape[0]) or real_group(q, *a))
     context_lens = [9, 33, 2, 17, 17, 5, 40, 9, 26, 1]
     query_lens = [1] * len(context_lens)
     q, k_cache, v_cache, attn, histories = _scattered_batch(query_lens, context_lens, seed=7)
@@ -160,7 +160,7 @@ def test_decode_attention_in_cache_sized_groups_matches_naive(budget, monkeypatc
         _naive_attention(qs, keys, values, c - 1, 0.4)
         for qs, (keys, values), c in zip(q.split(query_lens), histories, context_lens, strict=True)
     ])  # fmt: skip
-    got = torch_ops.paged_attention(q, k_cache, v_cache, attn, 0.4)
+    got = torch_attention.paged_attention(q, k_cache, v_cache, attn, 0.4)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert sum(groups) == len(context_lens)
     if budget == 0:
@@ -185,14 +185,14 @@ def test_linear_matches_f_linear(dtype, rows, transposed, bias) -> None:
     b = torch.randn(48, generator=gen).to(dtype) if bias else None
     x = torch.randn(rows, 80, generator=gen).to(dtype)[:, ::2]  # strided input, as q.reshape / slices give
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
-    torch.testing.assert_close(torch_ops.linear(x, weight, b), torch.nn.functional.linear(x, weight, b), **tol)
+    torch.testing.assert_close(torch_linear.linear(x, weight, b), torch.nn.functional.linear(x, weight, b), **tol)
     x3 = torch.randn(3, rows, 40, generator=gen).to(dtype)
-    torch.testing.assert_close(torch_ops.linear(x3, weight, b), torch.nn.functional.linear(x3, weight, b), **tol)
+    torch.testing.assert_close(torch_linear.linear(x3, weight, b), torch.nn.functional.linear(x3, weight, b), **tol)
 
 
 def test_weight_layout_is_transposed_for_cpu_float32_only() -> None:
-    assert torch_ops.transposed_weights("cpu", torch.float32)
-    assert torch_ops.transposed_weights(None, torch.float32)
-    assert not torch_ops.transposed_weights("cpu", torch.bfloat16)
-    assert not torch_ops.transposed_weights("meta", torch.float32)
-    assert not torch_ops.transposed_weights("cuda", torch.float32)
+    assert torch_linear.transposed_weights("cpu", torch.float32)
+    assert torch_linear.transposed_weights(None, torch.float32)
+    assert not torch_linear.transposed_weights("cpu", torch.bfloat16)
+    assert not torch_linear.transposed_weights("meta", torch.float32)
+    assert not torch_linear.transposed_weights("cuda", torch.float32)
