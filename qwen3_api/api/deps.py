@@ -1,33 +1,86 @@
-"""FastAPI dependencies shared by the routers: the app state and the caller's identity."""
+"""FastAPI dependencies, as ``Annotated`` aliases routes declare by type: the app state, its parts, the caller."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from qwen3_api.api import access_log
+from qwen3_api.api.serving_chat import ChatCompletionService
+from qwen3_api.api.serving_completion import CompletionService
+from qwen3_api.api.serving_messages import MessagesService
+from qwen3_api.api.serving_responses import ResponsesService
+from qwen3_api.api.serving_tokenize import TokenizeService
 from qwen3_api.api.state import AppState, get_state
-from qwen3_api.errors import invalid
+from qwen3_api.platform.gateway import Gateway
+from qwen3_api.platform.principal import Principal
+
+StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def authenticate(request: Request, state: AppState = Depends(get_state)) -> Any:
+def get_gateway(state: StateDep) -> Gateway:
+    """The app's Gateway (keys, limits, credits, ledger)."""
+    return state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def authenticate(request: Request, gateway: GatewayDep) -> Principal:
     """The caller's Principal from ``Authorization: Bearer ...`` (the Gateway raises the 401)."""
-    principal = await state.gateway.authenticate(request.headers.get("authorization"))
-    access_log.note(key=getattr(principal, "label", None))
+    principal = await gateway.authenticate(request.headers.get("authorization"))
+    access_log.note(key=principal.label)
     return principal
 
 
-async def route_model(state: AppState, principal: Any, req: Any, upstream_path: str) -> Any:
-    """The catalog entry a completion request runs on, once the caller may use it; for an upstream entry, the
-    forwarded response instead (the upstream applies its own limits, so ``n`` is checked only for local ones).
-    """
-    entry = state.entry(req.model)
-    state.gateway.authorize_model(principal, entry.id)
-    if entry.is_upstream:
-        from qwen3_api.api.upstream import forward
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
-        return await forward(state, principal, entry, req, upstream_path)
-    if req.n > state.settings.max_n:
-        raise invalid(f"n must be at most {state.settings.max_n} on this server", "n")
-    return entry
+
+async def authenticate_anthropic(request: Request, gateway: GatewayDep) -> Principal:
+    """The caller of the Messages routes: Anthropic clients send the key as ``x-api-key``; ``Authorization:
+    Bearer`` works too (LiteLLM and others forward it so)."""
+    key = request.headers.get("x-api-key")
+    principal = await gateway.authenticate(f"Bearer {key}" if key else request.headers.get("authorization"))
+    access_log.note(key=principal.label)
+    return principal
+
+
+AnthropicPrincipalDep = Annotated[Principal, Depends(authenticate_anthropic)]
+
+
+def require_admin(gateway: GatewayDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """The admin key ($QWEN3_API_ADMIN_KEY) or 401 / 403."""
+    gateway.check_admin(authorization)
+
+
+def get_chat_service(request: Request) -> ChatCompletionService:
+    """The app's chat completion service (one per app, built by create_app)."""
+    return request.app.state.chat_service
+
+
+def get_completion_service(request: Request) -> CompletionService:
+    """The app's legacy completion service."""
+    return request.app.state.completion_service
+
+
+def get_responses_service(request: Request) -> ResponsesService:
+    """The app's Responses API service."""
+    return request.app.state.responses_service
+
+
+def get_messages_service(request: Request) -> MessagesService:
+    """The app's Anthropic Messages API service."""
+    return request.app.state.messages_service
+
+
+def get_tokenize_service(request: Request) -> TokenizeService:
+    """The app's tokenizer endpoints."""
+    return request.app.state.tokenize_service
+
+
+ChatServiceDep = Annotated[ChatCompletionService, Depends(get_chat_service)]
+CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
+ResponsesServiceDep = Annotated[ResponsesService, Depends(get_responses_service)]
+MessagesServiceDep = Annotated[MessagesService, Depends(get_messages_service)]
+TokenizeServiceDep = Annotated[TokenizeService, Depends(get_tokenize_service)]

@@ -48,6 +48,11 @@ class Drain:
         """How many admitted requests have not settled yet."""
         return len(self._active)
 
+    def check_open(self) -> None:
+        """503 once the shutdown deadline has passed: nothing new is admitted."""
+        if self.deadline_passed:
+            raise shutdown_error()
+
     def track(self, item: Cuttable) -> None:
         """An admitted request starts; refused (503) once the deadline has passed."""
         if self.deadline_passed:

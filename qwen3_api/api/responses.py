@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
+from qwen3_api.platform.meter import Meter
+
 
 class _Omit(BaseModel):
     """A model whose fields listed in ``_omit_none`` are dropped from the JSON when they are None."""
@@ -80,7 +82,7 @@ class CompletionTokensDetails(BaseModel):
     reasoning_tokens: int = 0
 
 
-class Usage(BaseModel):
+class UsageBody(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -90,13 +92,23 @@ class Usage(BaseModel):
     cost: float | None = None
 
 
+def usage_body(meter: Meter) -> UsageBody:
+    """OpenAI's usage plus OpenRouter's ``cost`` (the settled cost, a number in the catalog's currency)."""
+    u = meter.usage
+    return UsageBody(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                     total_tokens=u.prompt_tokens + u.completion_tokens,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=u.cached_tokens),
+                     completion_tokens_details=CompletionTokensDetails(reasoning_tokens=u.reasoning_tokens),
+                     cost=float(meter.cost) if meter.cost is not None else None)
+
+
 class ChatCompletionResponse(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
     choices: list[ChatChoice]
-    usage: Usage | None = None
+    usage: UsageBody | None = None
 
 
 class FunctionCallDelta(_Omit):
@@ -139,7 +151,7 @@ class ChatCompletionChunk(_Omit):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
+    usage: UsageBody | None = None
 
 
 class CompletionLogprobs(BaseModel):
@@ -165,7 +177,7 @@ class CompletionResponse(_Omit):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
+    usage: UsageBody | None = None
 
 
 class ModelCard(BaseModel):

@@ -13,11 +13,11 @@ import logging
 import socket
 import sys
 
+from qwen3_api.api.settings import DEFAULTS, Settings
 from qwen3_api.errors import StartupError
 
 log = logging.getLogger("qwen3_api.serve")
 
-DEFAULT_SERVED_NAME = "qwen/qwen3-30b-a3b"
 _RANDOM_WEIGHTS_BANNER = (
     "WARNING: no --model given. Serving the built-in DEMO model: a tiny MoE with",
     "RANDOM WEIGHTS, so its answers are noise. It answers as '{name}' so that",
@@ -58,14 +58,14 @@ def check_port(host: str, port: int) -> None:
 def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The API's own options (the engine's and the platform's are added beside them)."""
     g = parser.add_argument_group("server")
-    g.add_argument("--served-model-name", default=DEFAULT_SERVED_NAME,
+    g.add_argument("--served-model-name", default=DEFAULTS.served_model_name,
                    help="model id clients send and /v1/models lists (its catalog entry gives the prices)")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     g.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
-    g.add_argument("--max-n", type=int, default=8, help="largest n (choices per request) accepted")
-    g.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+    g.add_argument("--max-n", type=int, default=DEFAULTS.max_n, help="largest n (choices per request) accepted")
+    g.add_argument("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes,
                    help="larger request bodies get 413")
-    g.add_argument("--keepalive-s", type=float, default=5.0,
+    g.add_argument("--keepalive-s", type=float, default=DEFAULTS.keepalive_s,
                    help="SSE comment sent when a stream has been silent this long (long prefills)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (debug also shows the database migrations)")
@@ -73,7 +73,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="log one line per request (logger qwen3_api.access): generation id, key label (sk-…abcd, "
                         "never the key), method, path, status, tokens, duration")
     c = parser.add_argument_group("connections and shutdown (api/server.py)")
-    c.add_argument("--shutdown-timeout", type=float, default=30.0,
+    c.add_argument("--shutdown-timeout", type=float, default=DEFAULTS.shutdown_timeout,
                    help="on SIGTERM/SIGINT, seconds the requests in flight get to finish; the rest then end "
                         "with an error (streams: an error event and [DONE]) and are settled before the exit")
     c.add_argument("--request-header-timeout", type=float, default=10.0,
@@ -120,7 +120,7 @@ def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported laz
     if getattr(args, "port", None) is not None:
         check_port(args.host, args.port)
     # Only now the heavy imports (torch: seconds): a setup mistake above is reported without waiting for them.
-    from qwen3_api.api.app import Settings, create_app
+    from qwen3_api.api.app import create_app
     from qwen3_api.engine.async_engine import AsyncLLMEngine
     from qwen3_api.model.loader import resolve_model_path
 

@@ -1,23 +1,22 @@
-"""What every route needs, held once per app: engine, catalog, gateway, settings, metrics."""
+"""What every route needs, held once per app: engine, catalog, gateway, settings, metrics, drain, chat resources."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from qwen3_api.api.drain import Drain
 from qwen3_api.api.metrics import Metrics
+from qwen3_api.api.settings import Settings
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
+from qwen3_api.engine.protocol import EngineClient
 from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
-
-if TYPE_CHECKING:
-    from qwen3_api.api.app import Settings
+from qwen3_api.platform.gateway import Gateway
 
 # What /v1/models says of the demo model, served under the real model's id so the examples work unchanged.
 DEMO_DESCRIPTION = ("DEMO, RANDOM WEIGHTS: the built-in tiny demo model (a 2-layer MoE whose weights are random, so "
@@ -27,13 +26,18 @@ DEMO_DESCRIPTION = ("DEMO, RANDOM WEIGHTS: the built-in tiny demo model (a 2-lay
 
 @dataclass(slots=True)
 class AppState:
-    engine: Any
+    """The app's parts. The tokenizer and template are read from ``settings.model_path`` on first use (create_app
+    reads them at start-up, so no request pays for it)."""
+
+    engine: EngineClient
     catalog: Catalog
-    gateway: Any
+    gateway: Gateway
     settings: Settings
     metrics: Metrics
     drain: Drain = field(default_factory=Drain)
-    _cache: dict[str, Any] = field(default_factory=dict)
+    _tokenizer: ChatTokenizer | None = None
+    _template: ChatTemplate | None = None
+    _served: CatalogEntry | None = None
 
     @property
     def max_model_len(self) -> int:
@@ -56,43 +60,35 @@ class AppState:
 
     def served_entry(self) -> CatalogEntry:
         """The locally served entry with ``context_length`` set to the engine's ``max_model_len``."""
-        cached = self._cache.get("served_entry")
-        if cached is None:
+        if self._served is None:
             base = self.catalog.get(self.settings.served_model_name)
             assert base is not None  # create_app checked it
-            cached = dataclasses.replace(base, context_length=self.max_model_len,
+            served = dataclasses.replace(base, context_length=self.max_model_len,
                                          max_completion_tokens=base.max_completion_tokens or self.max_model_len)
             if self.settings.demo:
-                cached = dataclasses.replace(cached, name=f"{base.name or base.id} (demo, random weights)",
+                served = dataclasses.replace(served, name=f"{base.name or base.id} (demo, random weights)",
                                              description=DEMO_DESCRIPTION)
-            self._cache["served_entry"] = cached
-        return cached
+            self._served = served
+        return self._served
 
     def chat_tokenizer(self) -> ChatTokenizer:
         """The tokenizer facts of the served checkpoint (special ids, byte table, chat template), loaded once."""
-        tok = self._cache.get("chat_tokenizer")
-        if tok is None:
+        if self._tokenizer is None:
             path = self.settings.model_path
             if path is None:
                 raise RuntimeError("Settings.model_path is needed to read the tokenizer and chat template")
-            vocab = getattr(getattr(self.engine, "model_config", None), "vocab_size", None)
-            tok = _load_tokenizer(str(path), vocab)
-            self._cache["chat_tokenizer"] = tok
-        return tok
+            self._tokenizer = _load_tokenizer(str(path), self.engine.model_config.vocab_size)
+        return self._tokenizer
 
     def chat_template(self) -> ChatTemplate:
         """The checkpoint's chat template, compiled once."""
-        tpl = self._cache.get("chat_template")
-        if tpl is None:
-            tpl = ChatTemplate(self.chat_tokenizer())
-            self._cache["chat_template"] = tpl
-        return tpl
+        if self._template is None:
+            self._template = ChatTemplate(self.chat_tokenizer())
+        return self._template
 
     def visible_entries(self) -> list[CatalogEntry]:
         """What /v1/models lists: the served model and every upstream entry."""
-        out = [self.served_entry()]
-        out += [e for e in self.catalog.entries.values() if e.is_upstream]
-        return out
+        return [self.served_entry(), *(e for e in self.catalog.entries.values() if e.is_upstream)]
 
 
 @functools.lru_cache(maxsize=4)

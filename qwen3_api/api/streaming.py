@@ -29,13 +29,21 @@ def sse_event(payload: BaseModel | dict[str, Any]) -> bytes:
     return b"data: " + body.encode() + b"\n\n"
 
 
+def sse_named(event: str, payload: dict[str, Any]) -> bytes:
+    """One ``event: NAME`` + ``data: {json}`` event: the typed framing of the Responses and Messages streams."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {body}\n\n".encode()
+
+
 def sse_error(err: APIError) -> bytes:
     """The mid-stream error form: one event whose JSON has an ``error`` key (the OpenAI SDK raises on it)."""
     return sse_event(err.body())
 
 
-async def with_keepalive(events: AsyncIterator[bytes], interval_s: float) -> AsyncIterator[bytes]:
-    """Yield ``events``; when none comes for ``interval_s`` (a long prefill) yield a comment line instead.
+async def with_keepalive(events: AsyncIterator[bytes], interval_s: float, keepalive: bytes = KEEPALIVE
+                         ) -> AsyncIterator[bytes]:
+    """Yield ``events``; when none comes for ``interval_s`` (a long prefill) yield ``keepalive`` instead (a
+    comment line; Anthropic's stream has its own ``ping`` event).
 
     The pending ``__anext__`` survives the timeout, so no event is lost. When the consumer goes away the
     pending step is cancelled and the source is closed, so its ``finally`` (abort, settle) always runs.
@@ -47,7 +55,7 @@ async def with_keepalive(events: AsyncIterator[bytes], interval_s: float) -> Asy
                 pending = asyncio.ensure_future(events.__anext__())
             done, _ = await asyncio.wait({pending}, timeout=interval_s)
             if not done:
-                yield KEEPALIVE
+                yield keepalive
                 continue
             task, pending = pending, None
             try:

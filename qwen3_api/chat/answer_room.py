@@ -35,55 +35,79 @@ def minimal_instance(schema: Any, defs: dict[str, Any] | None = None, depth: int
             return None
         raise _Unknown
     defs = defs if defs is not None else {**schema.get("definitions", {}), **schema.get("$defs", {})}
-    if "$ref" in schema:
-        ref = str(schema["$ref"])
-        name = ref.rsplit("/", 1)[-1]
-        if not ref.startswith("#/") or name not in defs:
-            raise _Unknown
-        return minimal_instance(defs[name], defs, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return min(schema["enum"], key=lambda v: len(json.dumps(v)))
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            options = []
-            for option in schema[key]:
-                try:
-                    options.append(minimal_instance(option, defs, depth + 1))
-                except _Unknown:
-                    continue
-            if not options:
-                raise _Unknown
-            return min(options, key=lambda v: len(json.dumps(v)))
-    if schema.get("allOf"):
-        merged: dict[str, Any] = {}
-        for part in schema["allOf"]:
-            merged |= part if isinstance(part, dict) else {}
-        return minimal_instance({**{k: v for k, v in schema.items() if k != "allOf"}, **merged}, defs, depth + 1)
+    for key, build in _COMBINATORS:
+        if schema.get(key) or (key == "const" and "const" in schema):
+            return build(schema, defs, depth)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = "null" if "null" in kind else (kind[0] if kind else None)
-    if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties") or {}
-        return {name: minimal_instance(props.get(name, {}), defs, depth + 1) for name in schema.get("required", [])}
-    if kind == "array":
-        item = schema.get("items", {})
-        return [minimal_instance(item, defs, depth + 1) for _ in range(int(schema.get("minItems", 0)))]
-    if kind == "string":
-        if "pattern" in schema or "format" in schema:
-            raise _Unknown
-        return "a" * int(schema.get("minLength", 0))
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        return 0 if low is None else int(low) + 1
-    if kind == "boolean":
-        return False
-    if kind == "null":
-        return None
-    if kind is None:
-        return None
-    raise _Unknown
+    if kind is None and "properties" in schema:
+        kind = "object"
+    if kind not in _BY_TYPE:
+        raise _Unknown
+    return _BY_TYPE[kind](schema, defs, depth)
+
+
+def _ref(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    ref = str(schema["$ref"])
+    name = ref.rsplit("/", 1)[-1]
+    if not ref.startswith("#/") or name not in defs:
+        raise _Unknown
+    return minimal_instance(defs[name], defs, depth + 1)
+
+
+def _shortest(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    options = []
+    for option in schema.get("anyOf") or schema.get("oneOf") or []:
+        try:
+            options.append(minimal_instance(option, defs, depth + 1))
+        except _Unknown:
+            continue
+    if not options:
+        raise _Unknown
+    return min(options, key=lambda v: len(json.dumps(v)))
+
+
+def _all_of(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    for part in schema["allOf"]:
+        merged |= part if isinstance(part, dict) else {}
+    return minimal_instance(merged, defs, depth + 1)
+
+
+def _object(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    props = schema.get("properties") or {}
+    return {name: minimal_instance(props.get(name, {}), defs, depth + 1) for name in schema.get("required", [])}
+
+
+def _array(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    item = schema.get("items", {})
+    return [minimal_instance(item, defs, depth + 1) for _ in range(int(schema.get("minItems", 0)))]
+
+
+def _string(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    if "pattern" in schema or "format" in schema:
+        raise _Unknown
+    return "a" * int(schema.get("minLength", 0))
+
+
+def _number(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    return 0 if low is None else int(low) + 1
+
+
+_COMBINATORS: tuple[tuple[str, Callable[[dict[str, Any], dict[str, Any], int], Any]], ...] = (
+    ("$ref", _ref),
+    ("const", lambda s, d, n: s["const"]),
+    ("enum", lambda s, d, n: min(s["enum"], key=lambda v: len(json.dumps(v)))),
+    ("anyOf", _shortest),
+    ("oneOf", _shortest),
+    ("allOf", _all_of),
+)
+_BY_TYPE: dict[str | None, Callable[[dict[str, Any], dict[str, Any], int], Any]] = {
+    "object": _object, "array": _array, "string": _string, "integer": _number, "number": _number,
+    "boolean": lambda s, d, n: False, "null": lambda s, d, n: None, None: lambda s, d, n: None,
+}
 
 
 def _dumps(value: Any) -> str:

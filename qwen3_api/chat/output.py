@@ -11,18 +11,18 @@ Interface (what the API builds on; one ``ChoiceProcessor`` per choice, never sha
         logprobs=True, top_logprobs=5,
     )
     for out in engine outputs:                               # delta mode: only the new tokens each time
-        d = proc.feed(out.token_ids, out.logprobs)           # -> Delta
-        d.reasoning / d.content: new text ("" = nothing new); d.tool_calls: [ToolCallDelta] (.to_openai());
+        d = proc.feed(out.token_ids, out.logprobs)           # -> ChoiceDelta
+        d.reasoning / d.content: new text ("" = nothing new); d.tool_calls: [ParsedToolCallDelta] (.to_openai());
         d.logprobs: [OpenAI logprobs.content entries] for content tokens released now;
         if d.stop_matched: abort the engine request (the stop string was found; nothing after it is shown)
     final = proc.finish(engine_finish_reason)                # -> FinalChoice
         final.delta: text still held back at the end (send it in streaming before the finish chunk)
         final.content (None when empty), final.reasoning (None when empty), final.tool_calls ([dict] or None),
-        final.finish_reason ("stop" | "length" | "tool_calls" | engine's other reason),
+        final.finish_reason (OpenAI's: "stop" | "length" | "tool_calls", decided in chat/finish.py),
         final.native_finish_reason (the engine's own), final.stop (matched stop string or None),
         final.logprobs (content tokens only, one entry each; None when not asked), final.reasoning_tokens
 
-Concatenating every ``Delta`` (and ``final.delta``) gives exactly the final fields: the non-streaming response is
+Concatenating every ``ChoiceDelta`` (and ``final.delta``) gives exactly the final fields: the non-streaming response is
 the same computation fed all at once.
 """
 
@@ -33,21 +33,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen3_api.chat.detokenizer import IncrementalDetokenizer
+from qwen3_api.chat.finish import finish_reason
 from qwen3_api.chat.reasoning import EdgeTrimmer, ReasoningSplitter, ThinkState, initial_think_state
 from qwen3_api.chat.stop import StopChecker
 from qwen3_api.chat.tokens import ChatTokenizer
-from qwen3_api.chat.tool_calls import ToolCallDelta, ToolCallParser
+from qwen3_api.chat.tool_calls import ParsedToolCallDelta, ToolCallParser
 
 _TAIL_WS = " \n"
 
 
 @dataclass(slots=True)
-class Delta:
+class ChoiceDelta:
     """What one ``feed`` makes visible."""
 
     reasoning: str = ""
     content: str = ""
-    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    tool_calls: list[ParsedToolCallDelta] = field(default_factory=list)
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     stop_matched: str | None = None
 
@@ -61,7 +62,7 @@ class Delta:
 class FinalChoice:
     """The finished choice: message fields, reasons, logprobs, counts."""
 
-    delta: Delta
+    delta: ChoiceDelta
     content: str | None
     reasoning: str | None
     tool_calls: list[dict[str, Any]] | None
@@ -128,9 +129,9 @@ class ChoiceProcessor:
 
     # ---- feeding -------------------------------------------------------------------------------------------
 
-    def feed(self, token_ids: list[int], logprobs: list[dict[int, float]] | None = None) -> Delta:
+    def feed(self, token_ids: list[int], logprobs: list[dict[int, float]] | None = None) -> ChoiceDelta:
         """Process newly generated tokens (with their logprob dicts when asked for) and return what is new."""
-        d = Delta()
+        d = ChoiceDelta()
         for i, tid in enumerate(token_ids):
             if self._stop.done:
                 break
@@ -140,7 +141,7 @@ class ChoiceProcessor:
         self._collect(d)
         return d
 
-    def _feed_one(self, tid: int, lp: dict[int, float] | None, d: Delta) -> None:
+    def _feed_one(self, tid: int, lp: dict[int, float] | None, d: ChoiceDelta) -> None:
         route = self._split.route(tid)
         if route == "tag":
             rest = self._detok.flush()
@@ -174,14 +175,14 @@ class ChoiceProcessor:
             return
         self._content_text(self._detok.feed(tid), d, self._entry(tid, lp))
 
-    def _close_block(self, d: Delta, terminated: bool = True) -> None:
+    def _close_block(self, d: ChoiceDelta, terminated: bool = True) -> None:
         assert self._tools is not None
         deltas, fallback = self._tools.close(terminated)
         d.tool_calls += deltas
         if fallback is not None:
             self._content_text("<tool_call>" + fallback + "</tool_call>", d, None)
 
-    def _content_text(self, text: str, d: Delta, entry: dict[str, Any] | None) -> None:
+    def _content_text(self, text: str, d: ChoiceDelta, entry: dict[str, Any] | None) -> None:
         if not self._content_started:
             text = text.lstrip("\n")  # the "\n\n" the model writes after </think>
             if not text:
@@ -196,7 +197,7 @@ class ChoiceProcessor:
             d.stop_matched = res.matched
             self._pending = [p for p in self._pending if p.start < self._stop.released_len]
 
-    def _emit_content(self, text: str, d: Delta) -> None:
+    def _emit_content(self, text: str, d: ChoiceDelta) -> None:
         if not text:
             return
         buf = self._tail + text
@@ -226,7 +227,7 @@ class ChoiceProcessor:
         raw = self._tok.bytes_of(tid)
         return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
 
-    def _collect(self, d: Delta, final: bool = False) -> None:
+    def _collect(self, d: ChoiceDelta, final: bool = False) -> None:
         # Release logprob entries whose text has reached the client (or all of them at the end).
         limit = self._stop.released_len - len(self._tail)
         keep: list[_PendingLogprob] = []
@@ -244,7 +245,7 @@ class ChoiceProcessor:
 
     def finish(self, engine_finish_reason: str | None) -> FinalChoice:
         """Flush what was held back and build the final choice."""
-        d = Delta()
+        d = ChoiceDelta()
         if not self._stop.done:
             rest = self._detok.flush()
             if self._tools is not None and self._tools.in_block:
@@ -266,14 +267,8 @@ class ChoiceProcessor:
         self._collect(d, final=True)
         content = "".join(self._content) or None
         reasoning = "".join(self._reasoning) or None
-        if self._stop.matched is not None:
-            reason = "stop"
-        elif engine_finish_reason == "length":
-            reason = "length"
-        elif calls:
-            reason = "tool_calls"
-        else:
-            reason = engine_finish_reason or "stop"
+        reason = finish_reason(engine_finish_reason, stop_matched=self._stop.matched is not None,
+                               tool_calls=bool(calls))
         return FinalChoice(
             delta=d,
             content=content,

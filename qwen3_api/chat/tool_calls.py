@@ -31,7 +31,7 @@ def new_call_id() -> str:
 
 
 @dataclass(slots=True)
-class ToolCallDelta:
+class ParsedToolCallDelta:
     """One streamed piece of a call: id and name on the first piece only, then argument text."""
 
     index: int
@@ -52,7 +52,7 @@ class ToolCallDelta:
 
 
 @dataclass(slots=True)
-class ToolCall:
+class ParsedToolCall:
     """A finished call as the response message carries it."""
 
     id: str
@@ -68,10 +68,10 @@ class ToolCallParser:
     """State for one choice: the calls so far and the block being read."""
 
     def __init__(self) -> None:
-        self.calls: list[ToolCall] = []
+        self.calls: list[ParsedToolCall] = []
         self.in_block = False
         self._buf = ""
-        self._current: ToolCall | None = None
+        self._current: ParsedToolCall | None = None
         self._args_start = 0
 
     def open(self) -> None:
@@ -80,10 +80,10 @@ class ToolCallParser:
         self._buf = ""
         self._current = None
 
-    def push(self, text: str) -> list[ToolCallDelta]:
+    def push(self, text: str) -> list[ParsedToolCallDelta]:
         """Text inside the block; returns the deltas it makes available."""
         self._buf += text
-        out: list[ToolCallDelta] = []
+        out: list[ParsedToolCallDelta] = []
         if self._current is None:
             m = _PREFIX.match(self._buf)
             if m is None or not m.group(1):
@@ -92,10 +92,10 @@ class ToolCallParser:
                 name = json.loads('"' + m.group(1) + '"')
             except json.JSONDecodeError:
                 return out
-            self._current = ToolCall(new_call_id(), name, "")
+            self._current = ParsedToolCall(new_call_id(), name, "")
             self.calls.append(self._current)
             self._args_start = m.end()
-            out.append(ToolCallDelta(len(self.calls) - 1, self._current.id, name, ""))
+            out.append(ParsedToolCallDelta(len(self.calls) - 1, self._current.id, name, ""))
         args = self._buf[self._args_start :]
         if not self._current.arguments:
             # whitespace after "arguments": may arrive in a later token than the colon
@@ -109,10 +109,10 @@ class ToolCallParser:
             if out:
                 out[-1].arguments = piece
             else:
-                out.append(ToolCallDelta(len(self.calls) - 1, arguments=piece))
+                out.append(ParsedToolCallDelta(len(self.calls) - 1, arguments=piece))
         return out
 
-    def close(self, terminated: bool = True) -> tuple[list[ToolCallDelta], str | None]:
+    def close(self, terminated: bool = True) -> tuple[list[ParsedToolCallDelta], str | None]:
         """The ``</tool_call>`` token (``terminated``) or the end of output arrived.
 
         Returns the last deltas, and the raw block text when a closed block was not a call (the caller shows it
@@ -126,17 +126,17 @@ class ToolCallParser:
                 # A call without "arguments" (or with keys in another order): emit it whole.
                 args = parsed.get("arguments", parsed.get("parameters", {}))
                 text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-                call = ToolCall(new_call_id(), parsed["name"], text)
+                call = ParsedToolCall(new_call_id(), parsed["name"], text)
                 self.calls.append(call)
-                return [ToolCallDelta(len(self.calls) - 1, call.id, call.name, text)], None
+                return [ParsedToolCallDelta(len(self.calls) - 1, call.id, call.name, text)], None
             return [], self._buf if terminated else None
         body = self._buf.rstrip()
         args = self._buf[self._args_start :].rstrip()
         if body.endswith("}"):
             args = args[:-1].rstrip()
-        out: list[ToolCallDelta] = []
+        out: list[ParsedToolCallDelta] = []
         if args.startswith(self._current.arguments) and len(args) > len(self._current.arguments):
-            out.append(ToolCallDelta(len(self.calls) - 1, arguments=args[len(self._current.arguments) :]))
+            out.append(ParsedToolCallDelta(len(self.calls) - 1, arguments=args[len(self._current.arguments) :]))
             self._current.arguments = args
         self._current = None
         return out, None

@@ -11,6 +11,8 @@ from typing import Any
 
 DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.toml")
 _THOUSAND = Decimal(1000)
+# OpenRouter's name for the cached-prompt price; in a catalog file it is per 1,000 tokens like every price there.
+_CACHE_READ_KEYS = ("input_cache_read", "input_cache_read_per_1k")
 
 
 @dataclass(slots=True)
@@ -24,6 +26,7 @@ class CatalogEntry:
     max_completion_tokens: int | None = None
     prompt_price: Decimal = Decimal(0)
     completion_price: Decimal = Decimal(0)
+    # OpenRouter's input_cache_read, per 1,000 prompt tokens served from the prefix cache; None = the prompt price.
     cached_prompt_price: Decimal | None = None
     currency: str = "CNY"
     capabilities: list[str] = field(default_factory=list)
@@ -40,27 +43,34 @@ class CatalogEntry:
     def is_upstream(self) -> bool:
         return self.base_url is not None
 
+    @property
+    def cache_read_price(self) -> Decimal:
+        """Per 1,000 cached prompt tokens: ``input_cache_read`` when the catalog sets one, else the prompt price."""
+        return self.prompt_price if self.cached_prompt_price is None else self.cached_prompt_price
+
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
-        """The exact price of a generation. Cached prompt tokens use the cached price when one is set."""
-        cached = min(cached_tokens, prompt_tokens) if self.cached_prompt_price is not None else 0
+        """The exact price of a generation: cached prompt tokens at ``cache_read_price``, the rest at the prompt
+        price, completion tokens at the completion price."""
+        cached = max(0, min(cached_tokens, prompt_tokens))
         total = (
             Decimal(prompt_tokens - cached) * self.prompt_price
-            + Decimal(cached) * (self.cached_prompt_price or Decimal(0))
+            + Decimal(cached) * self.cache_read_price
             + Decimal(completion_tokens) * self.completion_price
         )
         return total / _THOUSAND
 
     def max_cost(self, prompt_tokens: int, max_tokens: int) -> Decimal:
-        """The most a request can cost: what a credit reservation holds before the request runs."""
-        return (Decimal(prompt_tokens) * self.prompt_price + Decimal(max_tokens) * self.completion_price) / _THOUSAND
+        """The most a request can cost: what a credit reservation holds before the request runs (how much of the
+        prompt the cache serves is known only later, so each prompt token at the dearer of its two prices)."""
+        per_prompt = max(self.prompt_price, self.cache_read_price)
+        return (Decimal(prompt_tokens) * per_prompt + Decimal(max_tokens) * self.completion_price) / _THOUSAND
 
     def to_openai(self) -> dict[str, Any]:
         """The /v1/models entry: OpenAI's list item plus OpenRouter's catalog fields."""
         pricing = {"prompt": str(self.prompt_price / _THOUSAND), "completion": str(self.completion_price / _THOUSAND),
                    "prompt_per_1k": str(self.prompt_price), "completion_per_1k": str(self.completion_price),
-                   "currency": self.currency}
-        if self.cached_prompt_price is not None:
-            pricing["input_cache_read"] = str(self.cached_prompt_price / _THOUSAND)
+                   "input_cache_read": str(self.cache_read_price / _THOUSAND),
+                   "input_cache_read_per_1k": str(self.cache_read_price), "currency": self.currency}
         return {
             "id": self.id,
             "object": "model",
@@ -86,7 +96,8 @@ def _entry(raw: dict[str, Any]) -> CatalogEntry:
         return None if value is None else Decimal(str(value))
 
     known = {f for f in CatalogEntry.__dataclass_fields__}
-    unknown = set(raw) - known - {"prompt_price_per_1k", "completion_price_per_1k", "cached_prompt_price_per_1k"}
+    unknown = set(raw) - known - {"prompt_price_per_1k", "completion_price_per_1k", "cached_prompt_price_per_1k",
+                                  *_CACHE_READ_KEYS}
     if unknown:
         raise ValueError(f"catalog entry {raw.get('id')!r}: unknown fields {sorted(unknown)}")
     if "id" not in raw:
@@ -94,7 +105,9 @@ def _entry(raw: dict[str, Any]) -> CatalogEntry:
     values = {k: v for k, v in raw.items() if k in known}
     values["prompt_price"] = dec("prompt_price_per_1k") or dec("prompt_price") or Decimal(0)
     values["completion_price"] = dec("completion_price_per_1k") or dec("completion_price") or Decimal(0)
-    values["cached_prompt_price"] = dec("cached_prompt_price_per_1k") or dec("cached_prompt_price")
+    # Explicit None checks: a cache-read price of 0 (a free cache) is a price, not "unset".
+    cache_read = [dec(k) for k in (*_CACHE_READ_KEYS, "cached_prompt_price_per_1k", "cached_prompt_price")]
+    values["cached_prompt_price"] = next((v for v in cache_read if v is not None), None)
     values.setdefault("created", int(time.time()))
     return CatalogEntry(**values)
 

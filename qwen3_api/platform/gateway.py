@@ -1,4 +1,7 @@
-"""The gateway every generation passes through: authenticate → authorize_model → admit → [work] → settle.
+"""The gateway every generation passes through: authenticate → authorize_model → meter (admit → [work] → settle).
+
+The app reaches admission and settlement only through ``Gateway.meter`` (meter.py), which settles exactly once
+however the request ends. The HTTP routes over keys and the ledger live in the API (api/routes/admin.py, keys.py).
 
 Hot path cost, chosen so the database is not on the request path (peer pitfalls 23/24):
 - ``authenticate``: a dict lookup. Keys are cached ``cache_ttl_s`` (2 s); admin changes made through this
@@ -38,10 +41,12 @@ from qwen3_api.platform.db import Database
 from qwen3_api.platform.keys import KeyRecord, KeyStore, hash_key
 from qwen3_api.platform.ledger import GenerationRecord
 from qwen3_api.platform.ledger_writer import LedgerItem, LedgerWriter
+from qwen3_api.platform.meter import Meter
 from qwen3_api.platform.pricing import Usage, price, reservation
 from qwen3_api.platform.principal import ANONYMOUS_PRINCIPAL, Admission, Principal, bearer_token
 from qwen3_api.platform.ratelimit import MemoryRateLimiter, RateDecision, RateLimiter
 from qwen3_api.platform.replicas import LeaseLost
+from qwen3_api.platform.response_store import ResponseStore
 
 log = logging.getLogger("qwen3_api.platform.gateway")
 ADMIN_KEY_ENV = "QWEN3_API_ADMIN_KEY"
@@ -77,6 +82,7 @@ class Gateway:
         self.leases = CreditLeases(db, factor=lease_factor, idle_s=lease_idle_s, heartbeat_s=lease_heartbeat_s,
                                    expiry_s=lease_expiry_s)
         self.writer = LedgerWriter(db, attempts=settle_attempts)
+        self.responses = ResponseStore(db)  # stored Responses API objects (store: true), per key
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._sweeper: asyncio.Future[Any] | None = None
@@ -112,7 +118,11 @@ class Gateway:
         if token is None:
             raise _auth_error("Missing API key: send it as 'Authorization: Bearer sk-…' "
                               "(create one with `qwen3-api keys create --name NAME`).")
-        principal = await self._lookup(hash_key(token))
+        return await self.authenticate_hash(hash_key(token))
+
+    async def authenticate_hash(self, key_hash: str) -> Principal:
+        """``authenticate`` for a key known by its hash (a console session holds the hash, never the key)."""
+        principal = await self._lookup(key_hash)
         if principal is None:
             raise _auth_error("Invalid API key.")
         if principal.revoked:
@@ -129,6 +139,13 @@ class Gateway:
                            "permission_error", param="model", code="model_not_allowed")
 
     # -- admission ----------------------------------------------------------------------------------
+    def meter(self, principal: Principal, entry: CatalogEntry, *, prompt_tokens: int, max_tokens: int,
+              generation_id: str, streamed: bool, endpoint: str | None = None) -> Meter:
+        """The lifecycle of one request: ``async with gateway.meter(...) as m`` admits, and settles exactly once
+        on every exit path (meter.py). The only way the app reaches ``admit`` and ``settle``."""
+        return Meter(self, principal, entry, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                     generation_id=generation_id, streamed=streamed, endpoint=endpoint)
+
     async def admit(self, principal: Principal, entry: CatalogEntry, *, prompt_tokens: int, max_tokens: int,
                     generation_id: str) -> Admission:
         """Rate limits (429) then the credit reservation of the request's maximum cost (402)."""
@@ -184,7 +201,7 @@ class Gateway:
 
     # -- settlement ---------------------------------------------------------------------------------
     async def settle(self, admission: Admission, usage: Usage, *, status: str, streamed: bool,
-                     ttft_s: float | None, duration_s: float) -> Decimal:
+                     ttft_s: float | None, duration_s: float, endpoint: str | None = None) -> Decimal:
         """Price ``usage``, write the ledger row and the spend once, release the rest of the reservation.
 
         ``status``: completed | cancelled (the client went away) | error. A generation that is not completed
@@ -207,7 +224,7 @@ class Gateway:
             prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
             completion_tokens=usage.completion_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,
             currency=admission.entry.currency, status=status, streamed=streamed, ttft_s=ttft_s,
-            duration_s=duration_s, created_at=datetime.now(UTC),
+            duration_s=duration_s, created_at=datetime.now(UTC), endpoint=endpoint,
         )
         key_id = admission.principal.key_id
         release, owner = Decimal(0), None
@@ -293,12 +310,6 @@ class Gateway:
             "models": record.models, "expires_at": view["expires_at"], "status": view["status"],
             "usage_last_24h": day,
         }}
-
-    def routers(self) -> list[Any]:
-        """The platform's APIRouters (admin keys, /v1/key, /v1/generation) for the app to include."""
-        from qwen3_api.platform.routes import admin_router, key_router
-
-        return [admin_router, key_router]
 
     def check_admin(self, authorization: str | None) -> None:
         """401/403 unless the bearer token is the admin key ($QWEN3_API_ADMIN_KEY)."""

@@ -34,12 +34,13 @@ class GenerationRecord:
     ttft_s: float | None
     duration_s: float
     created_at: datetime
+    endpoint: str | None = None  # the route that made it (None: recorded before migration 0003)
 
     def to_dict(self) -> dict[str, Any]:
         """The `GET /v1/generation` body (OpenRouter-like names; never the key hash)."""
         return {
             "id": self.id, "model": self.model, "created_at": self.created_at.isoformat(),
-            "status": self.status, "streamed": self.streamed,
+            "status": self.status, "streamed": self.streamed, "endpoint": self.endpoint,
             "tokens_prompt": self.prompt_tokens, "tokens_cached": self.cached_tokens,
             "tokens_completion": self.completion_tokens, "tokens_reasoning": self.reasoning_tokens,
             "total_cost": format(self.cost, "f"), "currency": self.currency,
@@ -63,6 +64,7 @@ def row_values(record: GenerationRecord) -> dict[str, Any]:
         "completion_tokens": record.completion_tokens, "reasoning_tokens": record.reasoning_tokens,
         "cost": record.cost, "currency": record.currency, "status": record.status, "streamed": record.streamed,
         "ttft_s": record.ttft_s, "duration_s": record.duration_s, "created_at": record.created_at,
+        "endpoint": record.endpoint,
     }
 
 

@@ -179,12 +179,13 @@ def _write_batch_generic(conn: Connection, batch: list[LedgerItem], unique: list
 _PG_BATCH = text("""
 WITH ins AS (
     INSERT INTO generations (id, key_hash, model, prompt_tokens, cached_tokens, completion_tokens,
-                             reasoning_tokens, cost, currency, status, streamed, ttft_s, duration_s, created_at)
+                             reasoning_tokens, cost, currency, status, streamed, ttft_s, duration_s, created_at,
+                             endpoint)
     SELECT * FROM unnest(CAST(:id AS text[]), CAST(:key_hash AS text[]), CAST(:model AS text[]),
                          CAST(:prompt AS int[]), CAST(:cached AS int[]), CAST(:completion AS int[]),
                          CAST(:reasoning AS int[]), CAST(:cost AS bigint[]), CAST(:currency AS text[]),
                          CAST(:status AS text[]), CAST(:streamed AS boolean[]), CAST(:ttft AS float8[]),
-                         CAST(:duration AS float8[]), CAST(:created AS timestamptz[]))
+                         CAST(:duration AS float8[]), CAST(:created AS timestamptz[]), CAST(:endpoint AS text[]))
     ON CONFLICT (id) DO NOTHING
     RETURNING id, key_hash, cost
 ), r AS (
@@ -229,7 +230,7 @@ def _write_batch_pg(conn: Connection, unique: list[GenerationRecord],
         "cost": [to_units(r.cost) for r in unique], "currency": [r.currency for r in unique],
         "status": [ledger.check_status(r.status) for r in unique], "streamed": [r.streamed for r in unique],
         "ttft": [r.ttft_s for r in unique], "duration": [r.duration_s for r in unique],
-        "created": [r.created_at for r in unique],
+        "created": [r.created_at for r in unique], "endpoint": [r.endpoint for r in unique],
         "lease_owners": [o for o, _, _ in leased], "lease_keys": [k for _, k, _ in leased],
         "lease_releases": [to_units(a) for _, _, a in leased],
         "key_ids": sorted(keys), "releases": [to_units(direct.get(k, Decimal(0))) for k in sorted(keys)],

@@ -117,6 +117,21 @@ generations = Table(
     Column("ttft_s", Float, nullable=True),
     Column("duration_s", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False, index=True),
+    # The route that made it (/v1/chat/completions, /v1/responses, /v1/messages ...); NULL for rows before 0003.
+    Column("endpoint", String(64), nullable=True),
+)
+
+# Stored Responses API objects (store: true): the response as served, the input items it was given, and the
+# whole conversation as items (earlier turns + input + output), so previous_response_id is one read.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("key_hash", String(64), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("conversation", Text, nullable=False),
 )
 
 # A running server process (credits.CreditLeases): its heartbeat says it is alive, so its leases stay its own.

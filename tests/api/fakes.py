@@ -8,6 +8,7 @@ random weights is exercised by tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,7 +18,21 @@ from qwen3_api.engine.exceptions import PromptTooLongError
 from qwen3_api.engine.outputs import CompletionOutput, EngineStats, RequestOutput
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.errors import APIError
+from qwen3_api.platform.db import Database
+from qwen3_api.platform.meter import Meter
 from qwen3_api.platform.pricing import Usage
+from qwen3_api.platform.principal import Principal, bearer_token
+from qwen3_api.platform.response_store import ResponseStore
+from qwen3_api.platform.tables import metadata
+
+ANYONE = Principal(key_hash="anyone", key_id=None, name="anyone", label="sk-…test")
+OTHER = Principal(key_hash="other", key_id=None, name="other", label="sk-…othr")
+
+
+def _scratch_store() -> ResponseStore:
+    db = Database(f"sqlite:///{tempfile.mkdtemp(prefix='qwen3-api-test-')}/store.db")
+    metadata.create_all(db.engine)
+    return ResponseStore(db)
 
 Script = Callable[[list[int], SamplingParams, int], list[int]]
 
@@ -99,6 +114,10 @@ class ScriptedEngine:
         return EngineStats(running=len(self.active), waiting=0, kv_usage=0.1 * len(self.active),
                            prefix_cache_hit_rate=0.0, num_blocks=64, block_size=16, num_preemptions=0)
 
+    @property
+    def is_running(self) -> bool:
+        return not self.shutdown_called
+
     async def shutdown(self) -> None:
         self.shutdown_called = True
 
@@ -111,8 +130,22 @@ class RecordingGateway:
     admitted: list[dict[str, Any]] = field(default_factory=list)
     settled: list[dict[str, Any]] = field(default_factory=list)
 
-    async def authenticate(self, authorization: str | None) -> str:
-        return "anyone"
+    closed: bool = False
+    # Stored Responses: the real store over a throw-away SQLite file (the store's key scoping is under test).
+    responses: ResponseStore = field(default_factory=lambda: _scratch_store())
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        # "Bearer other" is a second key, to show that one key never sees another's stored responses.
+        return OTHER if bearer_token(authorization) == "other" else ANYONE
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def meter(self, principal: Principal, entry: Any, *, prompt_tokens: int, max_tokens: int, generation_id: str,
+              streamed: bool, endpoint: str | None = None) -> Meter:
+        """The real Meter over this recording admit / settle."""
+        return Meter(self, principal, entry, prompt_tokens=prompt_tokens,
+                     max_tokens=max_tokens, generation_id=generation_id, streamed=streamed, endpoint=endpoint)
 
     def authorize_model(self, principal: Any, model_id: str) -> None:
         return None
@@ -127,9 +160,9 @@ class RecordingGateway:
         return _Admission(adm)
 
     async def settle(self, admission: Any, usage: Usage, *, status: str, streamed: bool, ttft_s: float | None,
-                     duration_s: float) -> Decimal:
+                     duration_s: float, endpoint: str | None = None) -> Decimal:
         self.settled.append({"generation_id": admission.data["generation_id"], "usage": usage, "status": status,
-                             "streamed": streamed, "ttft_s": ttft_s})
+                             "streamed": streamed, "ttft_s": ttft_s, "endpoint": endpoint})
         entry = admission.data["entry"]
         return entry.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 

@@ -70,6 +70,7 @@ def test_after_the_deadline_new_requests_are_refused_free(make_harness: Any) -> 
     h.client.portal.call(drain.cut_all)
     r = h.chat(max_tokens=5)
     assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down"
-    [settled] = h.gateway.settled
-    assert settled["status"] == "error" and settled["usage"].completion_tokens == 0  # free: nothing generated
-    assert not h.engine.requests
+    streamed = h.client.post("/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [
+        {"role": "user", "content": "go"}]})
+    assert streamed.status_code == 503  # refused before the stream starts, not inside it
+    assert not h.gateway.admitted and not h.gateway.settled and not h.engine.requests  # nothing held, nothing run

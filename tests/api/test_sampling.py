@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from qwen3_api.api.app import Settings
-from qwen3_api.api.sampling import EFFORT_RATIOS, completion_budget, thinking_options
+from qwen3_api.api.request_params import completion_budget
 from qwen3_api.api.schemas import ChatCompletionRequest
+from qwen3_api.api.thinking import EFFORT_RATIOS, thinking_options
 from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
 from tests.api.conftest import MODEL, text_script

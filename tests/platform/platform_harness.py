@@ -1,4 +1,4 @@
-"""A small FastAPI app that drives the Gateway exactly as the chat route does, and a loopback server for it.
+"""A small FastAPI app that drives the Gateway through its meter as the API's services do, and a loopback server.
 
 The "model" is fake but the platform is real: prompt tokens = words in the messages, the completion is
 ``max_tokens`` words (``x_tokens`` overrides), ``x_fail="before"`` fails before any token,
@@ -15,12 +15,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from qwen3_api.api.routes import admin, keys
 from qwen3_api.errors import APIError
 from qwen3_api.platform import upstream
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
@@ -60,15 +62,16 @@ def usage_json(usage: Usage, cost: Decimal) -> dict[str, Any]:
 
 def make_app(gateway: Gateway, cat: Catalog) -> FastAPI:
     app = FastAPI()
-    app.state.gateway = gateway
+    # The API's own key routes (/admin/*, /v1/key, /v1/generation) read the gateway from the app's state.
+    app.state.api = SimpleNamespace(gateway=gateway)
     app.state.settled: list[str] = []
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    for router in gateway.routers():
-        app.include_router(router)
+    app.include_router(admin.router)
+    app.include_router(keys.router)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request, authorization: str | None = Header(default=None)) -> Any:
@@ -85,77 +88,76 @@ def make_app(gateway: Gateway, cat: Catalog) -> FastAPI:
         prompt = words(body.get("messages") or [])
         max_tokens = int(body.get("max_tokens") or 16)
         n_tokens = min(int(body.get("x_tokens", max_tokens)), max_tokens)
-        admission = await gateway.admit(principal, entry, prompt_tokens=prompt, max_tokens=max_tokens,
-                                        generation_id=gen_id)
-        started = time.monotonic()
-        if body.get("x_fail") == "before":
-            await gateway.settle(admission, Usage(prompt_tokens=prompt), status="error", streamed=stream,
-                                 ttft_s=None, duration_s=time.monotonic() - started)
-            raise APIError(500, "the engine failed before producing a token", "server_error", code="engine_error")
+        meter = gateway.meter(principal, entry, prompt_tokens=prompt, max_tokens=max_tokens, generation_id=gen_id,
+                              streamed=stream)
         if not stream:
-            await asyncio.sleep(float(body.get("x_hold", 0)))
-            usage = Usage(prompt_tokens=prompt, completion_tokens=n_tokens)
-            cost = await gateway.settle(admission, usage, status="completed", streamed=False,
-                                        ttft_s=0.001, duration_s=time.monotonic() - started)
+            async with meter:
+                if body.get("x_fail") == "before":
+                    raise APIError(500, "the engine failed before producing a token", "server_error",
+                                   code="engine_error")
+                await asyncio.sleep(float(body.get("x_hold", 0)))
+                meter.first_token()
+                meter.usage.completion_tokens = n_tokens
             return JSONResponse({
                 "id": gen_id, "object": "chat.completion", "created": int(time.time()), "model": entry.id,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(["w"] * n_tokens)},
                              "finish_reason": "length" if n_tokens == max_tokens else "stop", "logprobs": None}],
-                "usage": usage_json(usage, cost)}, headers=admission.headers)
+                "usage": usage_json(meter.usage, meter.cost)}, headers=meter.headers)
+        await meter.admit()
+        if body.get("x_fail") == "before":
+            await meter.settle("error")
+            raise APIError(500, "the engine failed before producing a token", "server_error", code="engine_error")
         delay = float(body.get("x_delay", 0))
 
         async def events() -> AsyncIterator[bytes]:
-            produced, status, ttft = 0, "cancelled", None
             try:
-                yield chunk(gen_id, entry.id, {"role": "assistant", "content": ""})
-                for _ in range(n_tokens):
-                    if delay:
-                        await asyncio.sleep(delay)
-                    produced += 1
-                    ttft = ttft if ttft is not None else time.monotonic() - started
-                    yield chunk(gen_id, entry.id, {"content": "w "})
-                usage = Usage(prompt_tokens=prompt, completion_tokens=produced)
-                status = "completed"
-                cost = await gateway.settle(admission, usage, status=status, streamed=True, ttft_s=ttft,
-                                            duration_s=time.monotonic() - started)
+                async with meter:  # settles once: completed, or cancelled when the client leaves
+                    yield chunk(gen_id, entry.id, {"role": "assistant", "content": ""})
+                    for _ in range(n_tokens):
+                        if delay:
+                            await asyncio.sleep(delay)
+                        meter.usage.completion_tokens += 1
+                        meter.first_token()
+                        yield chunk(gen_id, entry.id, {"content": "w "})
+                produced = meter.usage.completion_tokens
                 yield chunk(gen_id, entry.id, {}, "length" if produced == max_tokens else "stop")
                 event = {"id": gen_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                         "model": entry.id, "choices": [], "usage": usage_json(usage, cost)}
+                         "model": entry.id, "choices": [], "usage": usage_json(meter.usage, meter.cost)}
                 yield f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode()
             finally:
-                # Settle is idempotent and shielded: after a disconnect it still charges what was produced.
-                await gateway.settle(admission, Usage(prompt_tokens=prompt, completion_tokens=produced),
-                                     status=status, streamed=True, ttft_s=ttft, duration_s=time.monotonic() - started)
                 app.state.settled.append(gen_id)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=admission.headers)
+        return StreamingResponse(events(), media_type="text/event-stream", headers=meter.headers)
 
     return app
 
 
 async def _upstream(gateway: Gateway, entry: CatalogEntry, body: dict[str, Any], stream: bool, gen_id: str,
                     principal: Any) -> Any:
-    admission = await gateway.admit(principal, entry, prompt_tokens=upstream.estimate_prompt_tokens(body),
-                                    max_tokens=upstream.reservation_max_tokens(entry, body), generation_id=gen_id)
-    started = time.monotonic()
-    try:
-        up = await upstream.forward_chat(entry, body, stream=stream, timeout_s=float(body.pop("x_timeout", 30)))
-    except APIError:
-        await gateway.settle(admission, Usage(), status="error", streamed=stream, ttft_s=None,
-                             duration_s=time.monotonic() - started)
-        raise
+    meter = gateway.meter(principal, entry, prompt_tokens=upstream.estimate_prompt_tokens(body),
+                          max_tokens=upstream.reservation_max_tokens(entry, body), generation_id=gen_id,
+                          streamed=stream)
+    timeout = float(body.pop("x_timeout", 30))
     if not stream:
-        await gateway.settle(admission, up.usage_or_estimate(admission.prompt_tokens), status="completed",
-                             streamed=False, ttft_s=up.ttft_s, duration_s=time.monotonic() - started)
+        async with meter:
+            up = await upstream.forward_chat(entry, body, stream=False, timeout_s=timeout)
+            meter.usage, meter.ttft_s = up.usage_or_estimate(meter.usage.prompt_tokens), up.ttft_s
         return JSONResponse({**(up.json or {}), "id": gen_id})
+    await meter.admit()
+    try:
+        up = await upstream.forward_chat(entry, body, stream=True, timeout_s=timeout)
+    except APIError:
+        await meter.settle("error")
+        raise
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for line in up.stream():
-                yield line
+            async with meter:
+                async for line in up.stream():
+                    meter.usage, meter.ttft_s = up.usage_or_estimate(meter.usage.prompt_tokens), up.ttft_s
+                    yield line
+                await meter.settle(up.status)
         finally:
-            await gateway.settle(admission, up.usage_or_estimate(admission.prompt_tokens), status=up.status,
-                                 streamed=True, ttft_s=up.ttft_s, duration_s=time.monotonic() - started)
             await up.aclose()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Generation-Id": gen_id})

@@ -23,7 +23,7 @@ def test_migrations_create_the_tables_and_are_idempotent(db: Database) -> None:
     for table in metadata.sorted_tables:
         assert {c["name"] for c in insp.get_columns(table.name)} == {c.name for c in table.columns}
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # noqa: ANN001

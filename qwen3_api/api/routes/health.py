@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from qwen3_api.api.state import AppState, get_state
+from qwen3_api.api.deps import StateDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(state: AppState = Depends(get_state)) -> JSONResponse:
+async def health(state: StateDep) -> JSONResponse:
     """Liveness and readiness in one: the engine's stats are readable and its loop is alive."""
-    engine = state.engine
-    alive = getattr(engine, "is_running", True)
-    if callable(alive):
-        alive = alive()
     try:
-        stats = engine.stats()
+        alive = state.engine.is_running
+        stats = state.engine.stats()
     except Exception as exc:  # noqa: BLE001 - any failure to read the engine means "not ready"
         return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
     if not alive:

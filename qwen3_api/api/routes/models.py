@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
-from qwen3_api.api.deps import authenticate
+from qwen3_api.api.deps import PrincipalDep, StateDep
 from qwen3_api.api.responses import ModelCard, ModelList
-from qwen3_api.api.state import AppState, get_state
 
 router = APIRouter(tags=["models"])
 # What the route can see: the router's ``path`` pattern stops at a line break (such a URL is "unknown").
@@ -16,14 +15,13 @@ _MODEL_ID = {"pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(state: AppState = Depends(get_state), _: Any = Depends(authenticate)) -> ModelList:
+async def list_models(state: StateDep, _: PrincipalDep) -> ModelList:
     """Every model this server answers for, with context length, pricing and supported parameters."""
     return ModelList(data=[ModelCard(**e.to_openai()) for e in state.visible_entries()])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
-async def get_model(model_id: str = Path(json_schema_extra=_MODEL_ID), state: AppState = Depends(get_state),
-                    _: Any = Depends(authenticate)
-                    ) -> ModelCard:
+async def get_model(state: StateDep, _: PrincipalDep,
+                    model_id: Annotated[str, Path(json_schema_extra=_MODEL_ID)]) -> ModelCard:
     """One model by id (ids contain a slash: ``qwen/qwen3-30b-a3b``); 404 ``model_not_found`` otherwise."""
     return ModelCard(**state.entry(model_id).to_openai())

@@ -1,55 +1,17 @@
-"""Request fields -> the engine's SamplingParams, the completion budget, and the thinking options."""
+"""Request fields -> the engine's SamplingParams, and the completion budget (the context check at the door)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from qwen3_api.api.schemas import ChatCompletionRequest, SamplingFields
+from qwen3_api.api.schemas import SamplingFields
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.errors import APIError, invalid
-
-# OpenRouter's share of max_tokens that each reasoning effort may spend thinking.
-EFFORT_RATIOS: dict[str, float] = {"max": 0.95, "xhigh": 0.95, "high": 0.8, "medium": 0.5, "low": 0.2,
-                                   "minimal": 0.1}
 
 # Defaults taken from the catalog entry's default_parameters when the request leaves the field out.
 _DEFAULTABLE = ("temperature", "top_p", "top_k", "min_p", "top_a", "frequency_penalty", "presence_penalty",
                 "repetition_penalty")
-
-
-@dataclass(slots=True)
-class ThinkingOptions:
-    """What the request asks of the model's thinking mode."""
-
-    enabled: bool = True          # rendered through the template's enable_thinking
-    budget: int | None = None     # reasoning tokens before the server closes the thought itself
-    exclude: bool = False         # think, but do not return the reasoning
-
-
-def thinking_options(req: ChatCompletionRequest, max_tokens: int) -> ThinkingOptions:
-    """Resolve reasoning / reasoning_effort / include_reasoning / chat_template_kwargs into one decision.
-
-    Off: ``chat_template_kwargs.enable_thinking=false``, ``reasoning.enabled=false`` or effort ``none``. The
-    budget is ``reasoning.max_tokens`` or ``effort``'s share of the request's completion budget.
-    """
-    r = req.reasoning
-    effort = (r.effort if r is not None else None) or req.reasoning_effort
-    kwargs = req.chat_template_kwargs or {}
-    enabled = bool(kwargs.get("enable_thinking", True))
-    if r is not None and r.enabled is False:
-        enabled = False
-    if effort == "none":
-        enabled = False
-    budget: int | None = None
-    if enabled:
-        if r is not None and r.max_tokens is not None:
-            budget = r.max_tokens
-        elif effort is not None:
-            budget = max(1, int(max_tokens * EFFORT_RATIOS[effort]))
-    exclude = bool((r is not None and r.exclude) or req.include_reasoning is False)
-    return ThinkingOptions(enabled=enabled, budget=budget, exclude=exclude)
 
 
 def completion_budget(req: SamplingFields, limit: int | None, prompt_tokens: int, max_model_len: int,
