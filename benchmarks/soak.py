@@ -365,11 +365,9 @@ def _ledger(db_url: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return rows, keys
 
 
-def never_admitted(log_text: str, label: str) -> int:
-    """Requests of the key with this label that the client left before they were admitted: the access log's
-    499 lines that never settled (no outcome). Nothing ran for them, so they have no ledger row."""
-    lines = [line for line in log_text.splitlines() if "qwen3_api.access" in line and f"key={label} " in line]
-    return sum(1 for line in lines if " status=499 " in line and " outcome=- " in line)
+def access_lines(log_text: str, label: str) -> list[str]:
+    """The access log's lines of the key with this label: every request of it that reached authentication."""
+    return [line for line in log_text.splitlines() if "qwen3_api.access" in line and f"key={label} " in line]
 
 
 def check(results: list[Result], burst: list[Result], rows: dict[str, dict[str, Any]], keys: dict[str, Any],
@@ -413,19 +411,24 @@ def check(results: list[Result], burst: list[Result], rows: dict[str, dict[str, 
     label_of = {k.key_hash: name for name, k in keys.items()}
     for row in rows.values():
         by_key.setdefault(label_of.get(row["key_hash"], "?"), []).append(row)
-    # Every abandoned request is a cancelled row, or was left before its admission finished (the access log
-    # shows it: a 499 that never settled; nothing ran). An abandoned stream was admitted: its own row is there.
+    # Each abandoned request the server saw (an access-log line: it got as far as authentication) either settled
+    # as a cancelled row or was left before its admission finished (a 499 with no outcome: nothing ran, nothing
+    # held); one given up before the server read it left no trace at all. An abandoned stream was admitted (its
+    # headers came back), so its own row must be there.
     abandon_rows = by_key.get("abandon", [])
     abandoned = [r for r in results if r.abandoned]
     not_cancelled = [row["id"] for row in abandon_rows if row["status"] != "cancelled"]
     lost = [r for r in abandoned if "stream" in r.kind and r.gen_id not in rows]
-    early = never_admitted(log_text, keys["abandon"].label) if "abandon" in keys else 0
+    seen = access_lines(log_text, keys["abandon"].label) if "abandon" in keys else []
+    settled_lines = [line for line in seen if " outcome=cancelled " in line]
+    early = [line for line in seen if " status=499 " in line and " outcome=- " in line]
+    exact = len(abandon_rows) == len(settled_lines) and len(settled_lines) + len(early) == len(seen)
     out.append(("abandoned requests settled cancelled, on every route",
-                not not_cancelled and not lost and len(abandon_rows) + early == len(abandoned)
+                not not_cancelled and not lost and exact and len(seen) <= len(abandoned)
                 and {r.kind for r in abandoned} >= {"abandon_chat", "abandon_completions"},
-                f"{len(abandon_rows)} cancelled rows + {early} left before admission = {len(abandoned)} abandoned "
-                f"({dict(Counter(r.kind for r in abandoned))}); {len(not_cancelled)} not cancelled, {len(lost)} "
-                "streams without a row"))
+                f"{len(abandoned)} abandoned ({dict(Counter(r.kind for r in abandoned))}); the server saw "
+                f"{len(seen)}: {len(abandon_rows)} cancelled rows, {len(early)} left before admission; "
+                f"{len(not_cancelled)} rows not cancelled, {len(lost)} streams without a row"))
     spent_ok = all(k.spent == sum((row["cost"] for row in by_key.get(name, [])), Decimal(0))
                    for name, k in keys.items())
     out.append(("each key's spent == sum of its ledger rows", spent_ok,

@@ -13,6 +13,7 @@ from qwen3_api import __version__
 from qwen3_api.api.access_log import AccessLogMiddleware
 from qwen3_api.api.anthropic_errors import AnthropicErrorMiddleware
 from qwen3_api.api.body_limit import BodyLimitMiddleware
+from qwen3_api.api.console.mount import mount_console
 from qwen3_api.api.disconnect import CancelOnDisconnectMiddleware
 from qwen3_api.api.drain import Drain
 from qwen3_api.api.errors import KeepAliveOn500Middleware, install_error_handlers
@@ -20,9 +21,11 @@ from qwen3_api.api.metrics import Metrics, MetricsMiddleware
 from qwen3_api.api.openapi import publish_schema
 from qwen3_api.api.routes import (
     admin,
+    admin_activity,
     chat_completions,
     completions,
     health,
+    key_activity,
     keys,
     messages,
     metrics,
@@ -47,7 +50,8 @@ __all__ = ["Settings", "create_app"]
 log = logging.getLogger(__name__)
 # How long shutdown waits for requests that were ended to write their ledger rows.
 SETTLE_WAIT_S = 15.0
-ROUTERS = (chat_completions, completions, models, health, metrics, admin, keys, responses, messages, tokenize)
+ROUTERS = (chat_completions, completions, models, health, metrics, admin, admin_activity, keys, key_activity,
+           responses, messages, tokenize)
 
 
 class _App(FastAPI):
@@ -93,6 +97,8 @@ def create_app(engine: EngineClient, catalog: Catalog, gateway: Gateway, setting
     install_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    if settings.console:
+        mount_console(app)  # /console and /console/api/session; the session cookie counts from now on
     publish_schema(app, max_n=settings.max_n)
     # Innermost: once the handler has the body, a client that leaves cancels it (every route, one mechanism).
     app.add_middleware(CancelOnDisconnectMiddleware)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from qwen3_api.api import access_log
+from qwen3_api.api.console.sessions import current_session, require_admin_session, session_principal
 from qwen3_api.api.serving_chat import ChatCompletionService
 from qwen3_api.api.serving_completion import CompletionService
 from qwen3_api.api.serving_messages import MessagesService
@@ -28,8 +29,12 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
 async def authenticate(request: Request, gateway: GatewayDep) -> Principal:
-    """The caller's Principal from ``Authorization: Bearer ...`` (the Gateway raises the 401)."""
-    principal = await gateway.authenticate(request.headers.get("authorization"))
+    """The caller's Principal from ``Authorization: Bearer ...`` (the Gateway raises the 401), or, without that
+    header, from a console session's cookie (console/sessions.py: CSRF-checked for changes)."""
+    authorization = request.headers.get("authorization")
+    principal = None if authorization is not None else await session_principal(request, gateway)
+    if principal is None:
+        principal = await gateway.authenticate(authorization)
     access_log.note(key=principal.label)
     return principal
 
@@ -49,8 +54,14 @@ async def authenticate_anthropic(request: Request, gateway: GatewayDep) -> Princ
 AnthropicPrincipalDep = Annotated[Principal, Depends(authenticate_anthropic)]
 
 
-def require_admin(gateway: GatewayDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    """The admin key ($QWEN3_API_ADMIN_KEY) or 401 / 403."""
+def require_admin(request: Request, gateway: GatewayDep,
+                  authorization: Annotated[str | None, Header()] = None) -> None:
+    """The admin key ($QWEN3_API_ADMIN_KEY) or 401 / 403; without the header, an admin console session (a key's
+    session gets 403)."""
+    session = current_session(request) if authorization is None else None
+    if session is not None:
+        require_admin_session(request, session)
+        return
     gateway.check_admin(authorization)
 
 

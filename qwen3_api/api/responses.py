@@ -189,6 +189,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     context_length: int | None = None
+    hosting: Literal["local", "upstream"] | None = None  # served by this server's engine, or forwarded
+    quantization: str | None = None  # the local engine's precision (fp32 / bf16 / fp16); upstream: unknown
 
 
 class ModelList(BaseModel):

@@ -72,6 +72,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--access-log", action="store_true",
                    help="log one line per request (logger qwen3_api.access): generation id, key label (sk-…abcd, "
                         "never the key), method, path, status, tokens, duration")
+    g.add_argument("--no-console", dest="console", action="store_false",
+                   help="do not serve the web console at /console (its sign-in, pages and session cookie)")
     c = parser.add_argument_group("connections and shutdown (api/server.py)")
     c.add_argument("--shutdown-timeout", type=float, default=DEFAULTS.shutdown_timeout,
                    help="on SIGTERM/SIGINT, seconds the requests in flight get to finish; the rest then end "
@@ -138,7 +140,8 @@ def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported laz
     settings = Settings(served_model_name=args.served_model_name, max_n=args.max_n,
                         max_body_bytes=args.max_body_bytes, keepalive_s=args.keepalive_s,
                         model_path=str(model_path), demo=demo, access_log=getattr(args, "access_log", False),
-                        shutdown_timeout=getattr(args, "shutdown_timeout", 30.0))
+                        shutdown_timeout=getattr(args, "shutdown_timeout", 30.0),
+                        console=getattr(args, "console", True))
     return create_app(engine, catalog, gateway, settings)
 
 

@@ -23,6 +23,8 @@ class Settings:
     demo: bool = False
     # One line per request on the qwen3_api.access logger (serve --access-log).
     access_log: bool = False
+    # The web console at /console (api/console/): `serve` turns it on unless --no-console.
+    console: bool = False
 
 
 DEFAULTS = Settings()

@@ -50,6 +50,8 @@ RUNTIME_REFUSALS = [
     (400, ("messages",), "chat template rejected"),                   # the checkpoint's template
     (404, ("model",), "does not exist"),                              # /v1/models/{id} with a random id
     (404, (None,), "No API key with id"),                             # admin routes on a random id
+    (404, ("key_id",), "No API key with id"),                         # a filter naming a random key
+    (400, ("since",), "must be before"),                              # a time window that ends before it starts
     (409, ("name",), "Name taken"),                                   # a live key already has this name
     (400, ("amount",), "largest amount a key can hold"),              # credit + amount past the column
 ]
@@ -150,6 +152,7 @@ def test_api_schemas(api: tuple[TestClient, Any], method: str, path: str, mode: 
 @pytest.mark.parametrize("mode", [POSITIVE, NEGATIVE], ids=str)
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/admin/keys"), ("PATCH", "/admin/keys/{key_id}"), ("POST", "/admin/keys/{key_id}/top-up"),
+    ("GET", "/admin/generations"), ("GET", "/admin/usage/daily"),  # the console's filters, as query parameters
 ])
 def test_admin_schemas(admin_api: tuple[TestClient, Any], method: str, path: str, mode: GenerationMode) -> None:
     client, schema = admin_api
