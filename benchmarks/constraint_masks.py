@@ -115,9 +115,9 @@ def moe_decode_ms(tokenizer_dir: Path, batch: int, repeats: int) -> float:
     """One batched decode step (forward + logits) of a small random MoE model with the real vocabulary."""
     from contiguous_kv import make_contiguous_metadata
 
+    from qwen3_api.demo.tiny import make_tiny_model
     from qwen3_api.engine.kv_cache import allocate_kv_cache
     from qwen3_api.model.loader import load_model
-    from qwen3_api.model.tiny import make_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = make_tiny_model(Path(tmp) / "moe", hidden=512, layers=2, heads=8, kv_heads=4, head_dim=64,

@@ -214,7 +214,7 @@ def main() -> int:
 
     if args.skip_http:
         return 0
-    from qwen3_api.model.tiny import ensure_demo_model
+    from qwen3_api.demo.tiny import ensure_demo_model
 
     model = ensure_demo_model()
     print(f"\nB. HTTP end to end, `qwen3-api serve` with the tiny demo model on CPU, max_tokens=1 "

@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     path = args.dir
     if not (path / "model.safetensors").exists():
-        from qwen3_api.model.tiny import make_tiny_model
+        from qwen3_api.demo.tiny import make_tiny_model
 
         start = time.perf_counter()
         make_tiny_model(path, layers=args.layers, hidden=1024, experts=64, top_k=4, heads=8, kv_heads=4,

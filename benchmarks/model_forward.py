@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from contiguous_kv import make_contiguous_metadata
 
+from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.model.loader import load_model
-from qwen3_api.model.tiny import make_tiny_model
 
 
 def timed_pair(ours: Callable[[], object], ref: Callable[[], object], repeats: int) -> tuple[float, float]:

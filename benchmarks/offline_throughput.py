@@ -30,12 +30,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout, installed or not
 
+from qwen3_api.demo.tiny import make_tiny_model  # noqa: E402
 from qwen3_api.engine.args import EngineArgs  # noqa: E402
 from qwen3_api.engine.llm_engine import LLMEngine  # noqa: E402
 from qwen3_api.engine.sampling_params import SamplingParams  # noqa: E402
 from qwen3_api.llm import LLM  # noqa: E402
 from qwen3_api.model.loader import load_model  # noqa: E402
-from qwen3_api.model.tiny import make_tiny_model  # noqa: E402
 
 BENCH_MOE = dict(layers=8, hidden=512, experts=32, top_k=4, heads=8, kv_heads=4, head_dim=64,
                  intermediate=1024, moe_intermediate=256)

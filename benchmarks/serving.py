@@ -31,9 +31,9 @@ import httpx
 
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
+from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.llm import LLM
-from qwen3_api.model.tiny import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "qwen/qwen3-30b-a3b"

@@ -462,7 +462,7 @@ def main() -> int:
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args()
 
-    from qwen3_api.model.tiny import make_tiny_model
+    from qwen3_api.demo.tiny import make_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="qwen3-soak-"))
     model = make_tiny_model(work / "model", tokenizer_dir=args.tokenizer, seed=7)

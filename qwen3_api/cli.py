@@ -14,7 +14,7 @@ from typing import Any
 
 # module that defines the subcommand(s) -> imported lazily so `qwen3-api --help` stays fast
 SUBCOMMAND_MODULES = [
-    "qwen3_api.model.tiny",
+    "qwen3_api.demo.tiny",
     "qwen3_api.api.serve",
     "qwen3_api.platform.cli",
 ]

@@ -128,7 +128,7 @@ def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported laz
 
     demo = not args.model
     if demo:
-        from qwen3_api.model.tiny import ensure_demo_model
+        from qwen3_api.demo.tiny import ensure_demo_model
 
         args.model = str(ensure_demo_model())
         print(demo_banner(args.served_model_name), file=sys.stderr, flush=True)

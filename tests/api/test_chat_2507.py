@@ -16,7 +16,7 @@ import pytest
 
 from qwen3_api.api.app import Settings
 from qwen3_api.chat.tokens import ChatTokenizer
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 from tests.api.conftest import text_script
 from tests.api.test_chat import TOOLS, _collect
 

@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 
 from qwen3_api.api.serve import build_app
 from qwen3_api.cli import build_parser
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 
 
 def test_serve_without_model_uses_the_demo_and_says_so(tmp_path: Path, qwen3_tokenizer_dir: Path,
                                                         monkeypatch: Any, capsys: Any) -> None:
     demo = make_tiny_model(tmp_path / "demo", tokenizer_dir=qwen3_tokenizer_dir, max_position_embeddings=512)
-    monkeypatch.setattr("qwen3_api.model.tiny.ensure_demo_model", lambda *a, **k: demo)
+    monkeypatch.setattr("qwen3_api.demo.tiny.ensure_demo_model", lambda *a, **k: demo)
     args = build_parser().parse_args(["serve", "--no-auth", "--port", "0",
                                       "--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}",
                                       "--kv-cache-memory", "0.01", "--max-model-len", "1024", "--max-n", "2"])

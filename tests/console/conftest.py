@@ -33,7 +33,7 @@ def _make_tiny_model() -> Any:
     try:
         from qwen3_api.demo.tiny import make_tiny_model
     except ImportError:
-        from qwen3_api.model.tiny import make_tiny_model
+        from qwen3_api.demo.tiny import make_tiny_model
     return make_tiny_model
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 
 NATIVE_CONTEXT = 2048
 SERVED_CONTEXT = 4096  # above native: the server must turn YaRN on and report 4096

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 from tests.e2e.conftest import _free_port
 
 ADMIN_KEY = "admin-e2e-dialects"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.tables import api_keys, credit_leases, generations, replicas

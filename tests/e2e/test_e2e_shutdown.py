@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qwen3_api.model.tiny import make_tiny_model
+from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.keys import KeyStore
 

@@ -145,9 +145,9 @@ def test_wide_linears_go_native_only_where_tuning_found_it_faster(native, monkey
 
 
 def test_the_runner_warm_up_tunes_the_untied_lm_head_once(native, tmp_path, monkeypatch) -> None:
+    from qwen3_api.demo.tiny import make_tiny_model
     from qwen3_api.engine.model_runner import ModelRunner
     from qwen3_api.model.loader import load_model
-    from qwen3_api.model.tiny import make_tiny_model
 
     tuned: list[tuple[int, ...]] = []
 

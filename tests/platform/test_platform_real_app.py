@@ -23,9 +23,9 @@ from platform_harness import ServerThread
 from sqlalchemy import select
 
 from qwen3_api.api.app import Settings, create_app
+from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.async_engine import AsyncLLMEngine
-from qwen3_api.model.tiny import make_tiny_model
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway

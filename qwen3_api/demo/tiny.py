@@ -2,7 +2,7 @@
 
 `qwen3-api make-tiny-model DIR` writes config.json (with the old spellings of the real Qwen3-30B-A3B
 checkpoint), generation_config.json, model.safetensors with the real tensor names, and tokenizer files:
-a copy of --tokenizer, or the demo tokenizer (demo_tokenizer.py) with its own Qwen3 chat template.
+a copy of --tokenizer, or the demo tokenizer (tokenizer.py) with its own Qwen3 chat template.
 ``--variant 2507-instruct|2507-thinking`` writes the config, chat template and sampling defaults of that
 checkpoint generation (variants.py).
 """
@@ -155,9 +155,9 @@ def make_tiny_model(
     from safetensors.torch import save_file
     from tokenizers import Tokenizer
 
+    from qwen3_api.demo.tokenizer import write_demo_tokenizer
+    from qwen3_api.demo.variants import get_variant
     from qwen3_api.model.config import ModelConfig, parse_dtype
-    from qwen3_api.model.demo_tokenizer import write_demo_tokenizer
-    from qwen3_api.model.variants import get_variant
 
     kind = get_variant(variant)
     out = Path(out_dir)

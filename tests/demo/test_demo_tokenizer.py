@@ -13,9 +13,8 @@ from qwen3_api.chat.constraint import constraint_factory
 from qwen3_api.chat.output import ChoiceProcessor
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
-from qwen3_api.model.demo_tokenizer import write_demo_tokenizer
-
-from .walk import random_walk, structural_bias
+from qwen3_api.demo.tokenizer import write_demo_tokenizer
+from tests.chat.walk import random_walk, structural_bias
 
 
 class Item(BaseModel):

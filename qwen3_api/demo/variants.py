@@ -7,8 +7,8 @@
 - ``2507-thinking`` (Qwen3-30B-A3B-Thinking-2507): the same config, always thinks; the generation prompt already
   opens the thought (``<|im_start|>assistant\\n<think>\\n``), so the model writes only ``...</think>``.
 
-The two 2507 templates are the original Qwen3 chat format (demo_chat_template.jinja) with exactly those
-changes; tests/model/test_model_variants.py checks them against Qwen's own template edited the same way.
+The two 2507 templates are the original Qwen3 chat format (chat_template.jinja) with exactly those
+changes; tests/demo/test_demo_variants.py checks them against Qwen's own template edited the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwen3_api.model.demo_tokenizer import demo_chat_template
+from qwen3_api.demo.tokenizer import demo_chat_template
 
 _GENERATION_PROMPT = """{%- if add_generation_prompt %}
     {{- '<|im_start|>assistant\\n' }}
@@ -45,7 +45,7 @@ class Variant:
             return source
         if _GENERATION_PROMPT not in source or _HISTORY_THOUGHT not in source:
             raise ValueError("the base template is not the Qwen3 chat format this variant edits")
-        header = f"{{#- Qwen3 chat format as the {self.name} checkpoints render it (see qwen3_api/model/variants.py). -#}}\n"
+        header = f"{{#- Qwen3 chat format as the {self.name} checkpoints render it (see qwen3_api/demo/variants.py). -#}}\n"
         return header + source.replace(_GENERATION_PROMPT, self.generation_prompt).replace(
             _HISTORY_THOUGHT, self.history_thought)
 

@@ -84,7 +84,7 @@ def train_demo_tokenizer(vocab_size: int = DEMO_VOCAB_SIZE) -> Tokenizer:
 
 def demo_chat_template() -> str:
     """The demo model's own Jinja chat template (Qwen3's ChatML format)."""
-    return resources.files("qwen3_api.model").joinpath("demo_chat_template.jinja").read_text()
+    return resources.files("qwen3_api.demo").joinpath("chat_template.jinja").read_text()
 
 
 def tokenizer_config(tok: Tokenizer, chat_template: str) -> dict[str, Any]:
