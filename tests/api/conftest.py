@@ -1,4 +1,5 @@
-"""Fixtures for the API tests: the app around a scripted engine and a recording gateway, over TestClient."""
+"""Fixtures for the API tests: the app around a scripted engine and a recording gateway, over TestClient, and the
+console's app over the real Gateway (the classes are in helpers.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from jsonschema import Draft202012Validator
 from qwen3_api.api.app import Settings, create_app
 from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.platform.catalog import Catalog
-from tests.api.fakes import RecordingGateway, Script, ScriptedEngine
-
-SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "reference" / "openai-chat-schema.json"
-MODEL = "qwen/qwen3-30b-a3b"
+from qwen3_api.platform.db import Database
+from qwen3_api.platform.gateway import Gateway
+from tests.api.helpers import ADMIN, SCHEMA, Console, Harness, RecordingGateway, Script, ScriptedEngine
 
 
 @pytest.fixture(scope="session")
@@ -33,45 +33,6 @@ def openai_schema() -> Callable[[str], Draft202012Validator]:
         return Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": defs})
 
     return validator
-
-
-class Harness:
-    """One app: its client, engine and gateway."""
-
-    def __init__(self, client: TestClient, engine: ScriptedEngine, gateway: RecordingGateway) -> None:
-        self.client = client
-        self.engine = engine
-        self.gateway = gateway
-
-    def chat(self, **body: Any) -> Any:
-        body.setdefault("model", MODEL)
-        body.setdefault("messages", [{"role": "user", "content": "hi"}])
-        return self.client.post("/v1/chat/completions", json=body)
-
-    def chat_stream(self, **body: Any) -> list[Any]:
-        """The stream's events: dicts for JSON events, the string "[DONE]", ":" for comments."""
-        body.setdefault("model", MODEL)
-        body.setdefault("messages", [{"role": "user", "content": "hi"}])
-        body["stream"] = True
-        with self.client.stream("POST", "/v1/chat/completions", json=body) as r:
-            assert r.status_code == 200, r.read()
-            assert r.headers["content-type"].startswith("text/event-stream")
-            raw = r.read().decode()
-        return parse_sse(raw)
-
-
-def parse_sse(raw: str) -> list[Any]:
-    """Split an SSE body into events, checking the framing (every event ends with a blank line)."""
-    assert raw.endswith("\n\n"), raw[-50:]
-    events: list[Any] = []
-    for block in raw.split("\n\n")[:-1]:
-        if block.startswith(":"):
-            events.append(":")
-            continue
-        assert block.startswith("data: "), block
-        data = block[len("data: "):]
-        events.append(data if data == "[DONE]" else json.loads(data))
-    return events
 
 
 @pytest.fixture()
@@ -95,11 +56,17 @@ def make_harness(qwen3_tokenizer_dir: Path) -> Iterator[Callable[..., Harness]]:
         c.__exit__(None, None, None)
 
 
-def text_script(tok: ChatTokenizer, text: str) -> Script:
-    """A script that answers ``text`` (special-token text becomes special tokens) for every choice."""
-    ids = tok.encode(text)
-
-    def script(prompt_ids: list[int], params: Any, index: int) -> list[int]:
-        return ids
-
-    return script
+@pytest.fixture()
+def console(tmp_path: Path, qwen3_tokenizer_dir: Path) -> Iterator[Console]:
+    """One app as `serve` builds it with the console on: the real Gateway over SQLite, a scripted engine."""
+    tok = ChatTokenizer.from_dir(qwen3_tokenizer_dir)
+    answer = tok.encode("<think>\nhm\n</think>\n\nHello<|im_end|>")
+    db = Database(f"sqlite:///{tmp_path / 'console.db'}")
+    db.upgrade()
+    gateway = Gateway(db, admin_key=ADMIN)
+    app = create_app(ScriptedEngine(lambda *a: answer), Catalog.load(), gateway,
+                     Settings(model_path=str(qwen3_tokenizer_dir), console=True))
+    app.state.console_sessions.fail_delay_s = 0.3
+    with TestClient(app):  # runs the lifespan once around the test
+        yield Console(app, gateway)
+    db.dispose()

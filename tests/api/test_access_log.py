@@ -15,8 +15,7 @@ from qwen3_api.api.app import Settings, create_app
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
-from tests.api.conftest import MODEL, text_script
-from tests.api.fakes import ScriptedEngine
+from tests.api.helpers import MODEL, RecordingGateway, ScriptedEngine, call_and_leave, text_script
 
 ANSWER = "<think>\nhm\n</think>\n\nHello there!<|im_end|>"
 
@@ -96,15 +95,12 @@ def test_note_outside_a_logged_request_does_nothing_and_odd_values_are_quoted() 
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_leaves_is_logged_once_as_cancelled(qwen3_tokenizer_dir: Path, stream: bool,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    from tests.api.fakes import RecordingGateway
-    from tests.api.test_disconnect import _call
-
     engine = ScriptedEngine(lambda p, params, i: [9707] * 10_000, step_s=0.01)
     app = create_app(engine, Catalog.load(), RecordingGateway(),
                      Settings(model_path=str(qwen3_tokenizer_dir), access_log=True))
     caplog.set_level(logging.INFO)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 3000, "stream": stream}
-    asyncio.run(_call(app, body, leave_after_s=0.3, engine=engine))
+    asyncio.run(call_and_leave(app, body, leave_after_s=0.3, engine=engine))
     [line] = _access_lines(caplog)
     fields = _fields(line)
     assert fields["outcome"] == "cancelled" and fields["id"] == engine.requests[0][2]

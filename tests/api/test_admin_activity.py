@@ -7,8 +7,7 @@ import csv
 import io
 
 from qwen3_api.api.engine_info import TokenRate
-from tests.api.conftest import MODEL
-from tests.api.console_harness import ADMIN, Console, console_fixture  # noqa: F401 - the fixture
+from tests.api.helpers import ADMIN, MODEL, Console
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 

@@ -14,8 +14,7 @@ from qwen3_api.api.app import Settings, create_app
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
-from tests.api.conftest import MODEL, text_script
-from tests.api.fakes import ScriptedEngine
+from tests.api.helpers import MODEL, ScriptedEngine, text_script
 
 
 @pytest.fixture()

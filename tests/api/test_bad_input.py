@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from qwen3_api.api.text_guard import find_surrogate, surrogate_error
-from tests.api.conftest import MODEL, text_script
+from tests.api.helpers import MODEL, text_script
 
 TOOL = {"type": "function", "function": {"name": "f", "description": "d",
                                          "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}

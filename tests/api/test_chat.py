@@ -10,50 +10,17 @@ import torch
 
 from qwen3_api.api.app import Settings
 from qwen3_api.api.schemas import VERBOSITY_INSTRUCTIONS
-from tests.api.conftest import text_script
+from tests.api.helpers import CHAT_TOOLS, collect_deltas, text_script
 
 THOUGHT = "<think>\nLet me think about 你好 😊.\n</think>\n\nHello there, friend!<|im_end|>"
 TOOL = ('<think>\nI should call the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
         '{"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n'
         '</tool_call><|im_end|>')
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
-         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
 
 
 @pytest.fixture()
 def think(make_harness: Any, chat_tok: Any) -> Any:
     return make_harness(text_script(chat_tok, THOUGHT))
-
-
-def _collect(events: list[Any]) -> dict[int, dict[str, Any]]:
-    """Concatenate the stream's deltas per choice."""
-    out: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if not isinstance(ev, dict):
-            continue
-        for c in ev["choices"]:
-            acc = out.setdefault(c["index"], {"content": "", "reasoning": "", "reasoning_content": "",
-                                               "tool_calls": {}, "finish_reason": None, "logprobs": [],
-                                               "roles": 0})
-            d = c["delta"]
-            acc["roles"] += d.get("role") == "assistant"
-            for k in ("content", "reasoning", "reasoning_content"):
-                acc[k] += d.get(k) or ""
-            for tc in d.get("tool_calls") or []:
-                slot = acc["tool_calls"].setdefault(tc["index"], {"id": None, "name": "", "arguments": ""})
-                if "id" in tc:
-                    assert slot["id"] is None, "a call's id is sent once"
-                    slot["id"] = tc["id"]
-                fn = tc.get("function") or {}
-                slot["name"] += fn.get("name") or ""
-                slot["arguments"] += fn.get("arguments") or ""
-            if c.get("logprobs"):
-                acc["logprobs"] += c["logprobs"]["content"]
-            if c.get("finish_reason"):
-                acc["finish_reason"] = c["finish_reason"]
-                acc["native"] = c.get("native_finish_reason")
-    return out
 
 
 def test_reasoning_split_and_shape(think: Any, openai_schema: Any) -> None:
@@ -96,7 +63,7 @@ def test_stream_equals_non_stream(think: Any, openai_schema: Any) -> None:
         full["usage"]["completion_tokens"]
     assert usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"] == \
         full["usage"]["completion_tokens_details"]["reasoning_tokens"]
-    acc = _collect(events)[0]
+    acc = collect_deltas(events)[0]
     msg = full["choices"][0]["message"]
     assert acc["roles"] == 1 and events[0]["choices"][0]["delta"]["role"] == "assistant"
     assert acc["content"] == msg["content"] and acc["reasoning"] == msg["reasoning"]
@@ -120,7 +87,7 @@ def test_exclude_reasoning_still_counts_it(think: Any) -> None:
         assert msg["reasoning"] is None and msg["reasoning_content"] is None
         assert msg["content"] == "Hello there, friend!"
         assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
-        acc = _collect(think.chat_stream(**extra))[0]
+        acc = collect_deltas(think.chat_stream(**extra))[0]
         assert acc["reasoning"] == "" and acc["content"] == "Hello there, friend!"
 
 
@@ -131,7 +98,7 @@ def test_max_tokens_mid_thought_is_all_reasoning(think: Any) -> None:
     assert c["message"]["content"] is None
     assert c["message"]["reasoning"] and "<think>" not in c["message"]["reasoning"]
     assert body["usage"]["completion_tokens"] == 5
-    acc = _collect(think.chat_stream(max_tokens=5))[0]
+    acc = collect_deltas(think.chat_stream(max_tokens=5))[0]
     assert acc["content"] == "" and acc["reasoning"] == c["message"]["reasoning"]
 
 
@@ -157,7 +124,7 @@ def test_thinking_on_by_default(think: Any, chat_tok: Any) -> None:
 def test_stop_strings_never_leak(think: Any) -> None:
     for stream in (False, True):
         if stream:
-            acc = _collect(think.chat_stream(stop=["friend"]))[0]
+            acc = collect_deltas(think.chat_stream(stop=["friend"]))[0]
             content, reasoning, finish = acc["content"], acc["reasoning"], acc["finish_reason"]
         else:
             c = think.chat(stop=["friend"]).json()["choices"][0]
@@ -178,7 +145,7 @@ def test_n_choices_are_independent(make_harness: Any, chat_tok: Any) -> None:
     by_index = {c["index"]: c["message"] for c in body["choices"]}
     assert by_index[0]["content"] == "First." and by_index[0]["reasoning"] == "A"
     assert by_index[1]["content"] == "Second, without thinking." and by_index[1]["reasoning"] is None
-    acc = _collect(h.chat_stream(n=2))
+    acc = collect_deltas(h.chat_stream(n=2))
     assert acc[0]["content"] == "First." and acc[1]["content"] == "Second, without thinking."
     assert acc[0]["roles"] == acc[1]["roles"] == 1
     assert body["usage"]["completion_tokens"] == len(answers[0]) + len(answers[1])
@@ -194,13 +161,13 @@ def test_logprobs_one_entry_per_content_token(think: Any, chat_tok: Any) -> None
     for e in entries:
         assert e["logprob"] == -0.25 and len(e["top_logprobs"]) == 3
         assert bytes(e["bytes"]).decode() == e["token"]
-    acc = _collect(think.chat_stream(logprobs=True, top_logprobs=3))[0]
+    acc = collect_deltas(think.chat_stream(logprobs=True, top_logprobs=3))[0]
     assert [e["token"] for e in acc["logprobs"]] == [e["token"] for e in entries]
 
 
 def test_tool_calls_parsed_and_streamed(make_harness: Any, chat_tok: Any, openai_schema: Any) -> None:
     h = make_harness(text_script(chat_tok, TOOL))
-    body = h.chat(tools=TOOLS).json()
+    body = h.chat(tools=CHAT_TOOLS).json()
     assert not [e.message for e in openai_schema("CreateChatCompletionResponse").iter_errors(body)]
     c = body["choices"][0]
     assert c["finish_reason"] == "tool_calls" and c["native_finish_reason"] == "stop"
@@ -209,7 +176,7 @@ def test_tool_calls_parsed_and_streamed(make_harness: Any, chat_tok: Any, openai
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
     assert all(tc["id"].startswith("call_") and tc["type"] == "function" for tc in calls)
     assert c["message"]["content"] is None and c["message"]["reasoning"] == "I should call the tool."
-    acc = _collect(h.chat_stream(tools=TOOLS))[0]
+    acc = collect_deltas(h.chat_stream(tools=CHAT_TOOLS))[0]
     assert acc["finish_reason"] == "tool_calls"
     streamed = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
     assert [s["name"] for s in streamed] == ["get_weather", "get_time"]
@@ -219,7 +186,7 @@ def test_tool_calls_parsed_and_streamed(make_harness: Any, chat_tok: Any, openai
 
 def test_tool_choice_none_masks_the_call_token(make_harness: Any, chat_tok: Any) -> None:
     h = make_harness(text_script(chat_tok, "No tools needed.<|im_end|>"))
-    h.chat(tools=TOOLS, tool_choice="none")
+    h.chat(tools=CHAT_TOOLS, tool_choice="none")
     params = h.engine.requests[-1][1]
     constraint = params.constraint_factory()
     vocab_words = (chat_tok.model_vocab_size + 31) // 32
@@ -272,7 +239,7 @@ def test_history_accepts_reasoning_and_tool_turns(think: Any) -> None:
                  "tool_calls": [{"id": "call_1", "type": "function",
                                  "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
-    r = think.chat(messages=messages, tools=TOOLS)
+    r = think.chat(messages=messages, tools=CHAT_TOOLS)
     assert r.status_code == 200, r.text
 
 
@@ -293,4 +260,4 @@ def test_keepalive_comments_during_a_long_prefill(make_harness: Any, chat_tok: A
                      first_token_delay_s=0.3)
     events = h.chat_stream()
     assert events[1] == ":" and events[-1] == "[DONE]"
-    assert _collect(events)[0]["content"] == "Hi."
+    assert collect_deltas(events)[0]["content"] == "Hi."

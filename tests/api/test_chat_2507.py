@@ -17,8 +17,7 @@ import pytest
 from qwen3_api.api.app import Settings
 from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.demo.tiny import make_tiny_model
-from tests.api.conftest import text_script
-from tests.api.test_chat import TOOLS, _collect
+from tests.api.helpers import CHAT_TOOLS, collect_deltas, text_script
 
 
 @functools.cache
@@ -45,13 +44,13 @@ def _harness(make_harness: Any, model_dir: Path, text: str) -> Any:
 def _both(h: Any, **body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     whole = h.chat(**body)
     assert whole.status_code == 200, whole.text
-    return whole.json()["choices"][0], _collect(h.chat_stream(**body))[0]
+    return whole.json()["choices"][0], collect_deltas(h.chat_stream(**body))[0]
 
 
 CASES = {
     "text": ("Weighing the options.\n</think>\n\nParis.<|im_end|>", {}),
     "tools": ("I need the weather tool.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
-              "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>", {"tools": TOOLS}),
+              "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>", {"tools": CHAT_TOOLS}),
     "json_schema": ("Answer in JSON.\n</think>\n\n{\"city\": \"Paris\"}<|im_end|>", {"response_format": {
         "type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}}}),
 }
@@ -89,7 +88,7 @@ def test_thinking_2507_cut_mid_thought_is_all_reasoning(make_harness, variant_di
 @pytest.mark.parametrize("extra", [{}, {"chat_template_kwargs": {"enable_thinking": True}},
                                    {"chat_template_kwargs": {"enable_thinking": False}},
                                    {"reasoning_effort": "high"}, {"reasoning": {"max_tokens": 2}},
-                                   {"tools": TOOLS, "tool_choice": "required"}])
+                                   {"tools": CHAT_TOOLS, "tool_choice": "required"}])
 def test_instruct_2507_switch_is_a_no_op(make_harness, variant_dirs, extra) -> None:
     answer = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>" \
         if "tools" in extra else "Plain answer, no thought.<|im_end|>"

@@ -15,9 +15,7 @@ from qwen3_api.api.console.sessions import COOKIE, CSRF_HEADER
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
-from tests.api.conftest import MODEL
-from tests.api.console_harness import ADMIN, BASE, Console, console_fixture  # noqa: F401 - the fixture
-from tests.api.fakes import ScriptedEngine
+from tests.api.helpers import ADMIN, BASE, MODEL, Console, ScriptedEngine
 
 
 def test_cookie_is_httponly_strict_and_holds_no_key(console: Console) -> None:

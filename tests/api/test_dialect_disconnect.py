@@ -10,9 +10,7 @@ import pytest
 
 from qwen3_api.api.app import Settings, create_app
 from qwen3_api.platform.catalog import Catalog
-from tests.api.conftest import MODEL
-from tests.api.fakes import RecordingGateway, ScriptedEngine
-from tests.api.test_disconnect import _call
+from tests.api.helpers import MODEL, RecordingGateway, ScriptedEngine, call_and_leave
 
 ROUTES = {"/v1/responses": {"input": "go", "max_output_tokens": 3000},
           "/v1/messages": {"messages": [{"role": "user", "content": "go"}], "max_tokens": 3000}}
@@ -24,7 +22,7 @@ def test_disconnect_aborts_and_settles_cancelled(qwen3_tokenizer_dir: Any, strea
     engine = ScriptedEngine(lambda p, params, i: [9707] * 10_000, step_s=0.01)
     gateway = RecordingGateway()
     app = create_app(engine, Catalog.load(), gateway, Settings(model_path=str(qwen3_tokenizer_dir)))
-    sent = asyncio.run(_call(app, {"model": MODEL, **ROUTES[path], "stream": stream}, leave_after_s=0.3,
+    sent = asyncio.run(call_and_leave(app, {"model": MODEL, **ROUTES[path], "stream": stream}, leave_after_s=0.3,
                              path=path, engine=engine))
     [(_, _, rid)] = engine.requests
     assert engine.aborted == [rid] and not engine.active

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -11,38 +10,7 @@ import pytest
 
 from qwen3_api.api.app import Settings, create_app
 from qwen3_api.platform.catalog import Catalog
-from tests.api.conftest import MODEL
-from tests.api.fakes import RecordingGateway, ScriptedEngine
-
-
-async def _call(app: Any, body: dict[str, Any], leave_after_s: float, path: str = "/v1/chat/completions",
-                engine: ScriptedEngine | None = None) -> list[dict[str, Any]]:
-    """Drive the ASGI app like a server whose client disconnects ``leave_after_s`` after sending (after the
-    engine got the request, when ``engine`` is given: the first request of a process loads the tokenizer)."""
-    raw = json.dumps(body).encode()
-    sent: list[dict[str, Any]] = []
-    state = {"body_sent": False}
-
-    async def receive() -> dict[str, Any]:
-        if not state["body_sent"]:
-            state["body_sent"] = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        while engine is not None and not engine.requests:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(leave_after_s)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                                              (b"content-length", str(len(raw)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
-    await asyncio.wait_for(app(scope, receive, send), timeout=20)
-    return sent
-
+from tests.api.helpers import MODEL, RecordingGateway, ScriptedEngine, call_and_leave
 
 ROUTES = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "go"}]},
           "/v1/completions": {"prompt": "go"}}
@@ -55,7 +23,7 @@ def test_disconnect_aborts_and_settles_cancelled(qwen3_tokenizer_dir: Any, strea
     gateway = RecordingGateway()
     app = create_app(engine, Catalog.load(), gateway, Settings(model_path=str(qwen3_tokenizer_dir)))
     body = {"model": MODEL, **ROUTES[path], "max_tokens": 3000, "stream": stream}
-    sent = asyncio.run(_call(app, body, leave_after_s=0.3, path=path, engine=engine))
+    sent = asyncio.run(call_and_leave(app, body, leave_after_s=0.3, path=path, engine=engine))
     assert len(engine.requests) == 1
     rid = engine.requests[0][2]
     assert engine.aborted == [rid] and not engine.active  # the engine let the request go (KV freed)
@@ -85,7 +53,7 @@ def test_any_route_is_cancelled_when_its_client_leaves(qwen3_tokenizer_dir: Any)
         return body
 
     t0 = time.monotonic()
-    sent = asyncio.run(_call(app, {"x": 1}, leave_after_s=0.2, path="/v1/slow"))
+    sent = asyncio.run(call_and_leave(app, {"x": 1}, leave_after_s=0.2, path="/v1/slow"))
     elapsed = time.monotonic() - t0
     assert seen == {"started": True, "cancelled": True} and elapsed < 5
     assert sent == []  # nothing sent to a client that is gone
@@ -97,7 +65,7 @@ def test_a_finished_response_is_not_cancelled(qwen3_tokenizer_dir: Any) -> None:
     gateway = RecordingGateway()
     app = create_app(engine, Catalog.load(), gateway, Settings(model_path=str(qwen3_tokenizer_dir)))
     body = {"model": MODEL, "prompt": "go", "max_tokens": 5}
-    sent = asyncio.run(_call(app, body, leave_after_s=0.5, path="/v1/completions"))
+    sent = asyncio.run(call_and_leave(app, body, leave_after_s=0.5, path="/v1/completions"))
     assert sent[0]["status"] == 200
     [settled] = gateway.settled
     assert settled["status"] == "completed" and settled["usage"].completion_tokens == 5

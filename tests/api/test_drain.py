@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from tests.api.conftest import MODEL, parse_sse
+from tests.api.helpers import MODEL, parse_sse
 
 
 def _long(make_harness: Any) -> Any:

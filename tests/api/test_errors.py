@@ -8,8 +8,7 @@ import pytest
 
 from qwen3_api.api.app import Settings
 from qwen3_api.errors import APIError
-from tests.api.conftest import MODEL, text_script
-from tests.api.fakes import RecordingGateway
+from tests.api.helpers import MODEL, RecordingGateway, text_script
 
 
 @pytest.fixture()

@@ -27,9 +27,7 @@ from qwen3_api.api.app import Settings, create_app
 from qwen3_api.api.openapi import ERROR_SCHEMA
 from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.platform.catalog import Catalog
-from tests.api.conftest import MODEL
-from tests.api.fakes import RecordingGateway, ScriptedEngine
-from tests.api.test_fuzz_schemas import EXAMPLES, FUZZ
+from tests.api.helpers import FUZZ, FUZZ_EXAMPLES, MODEL, RecordingGateway, ScriptedEngine
 
 OPENAI_ERROR = Draft202012Validator(ERROR_SCHEMA)
 
@@ -64,7 +62,7 @@ def test_dialect_schemas(api: tuple[TestClient, Any], path: str, mode: Generatio
     client, schema = api
     strategy = schema[path]["POST"].as_strategy(generation_mode=mode)
 
-    @settings(FUZZ, max_examples=EXAMPLES or 15)
+    @settings(FUZZ, max_examples=FUZZ_EXAMPLES or 15)
     @given(st.data())
     def run(data: st.DataObject) -> None:
         case = data.draw(strategy)

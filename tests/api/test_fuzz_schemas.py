@@ -14,7 +14,6 @@ The negative direction (everything the schema forbids is refused) is not require
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from schemathesis.generation.modes import GenerationMode
@@ -34,12 +33,7 @@ from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
-from tests.api.conftest import MODEL
-from tests.api.fakes import RecordingGateway, ScriptedEngine
-
-EXAMPLES = int(os.environ.get("QWEN3_FUZZ_EXAMPLES", "0")) or None
-FUZZ = settings(deadline=None, database=None, derandomize=not os.environ.get("QWEN3_FUZZ_RANDOM"),
-                phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+from tests.api.helpers import FUZZ, FUZZ_EXAMPLES, MODEL, RecordingGateway, ScriptedEngine
 
 # (status, param prefix, message pattern): what a schema-valid request may still be refused for.
 RUNTIME_REFUSALS = [
@@ -125,7 +119,7 @@ def _sweep(client: TestClient, schema: Any, method: str, path: str, mode: Genera
            headers: dict[str, str] | None = None) -> None:
     strategy = schema[path][method].as_strategy(generation_mode=mode)
 
-    @settings(FUZZ, max_examples=EXAMPLES or examples)
+    @settings(FUZZ, max_examples=FUZZ_EXAMPLES or examples)
     @given(st.data())
     def run(data: st.DataObject) -> None:
         case = data.draw(strategy)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from qwen3_api.api.app import Settings, create_app
 from qwen3_api.platform.catalog import Catalog
-from tests.api.fakes import RecordingGateway, ScriptedEngine
+from tests.api.helpers import RecordingGateway, ScriptedEngine
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from anthropic.types.shared import ErrorResponse
 from pydantic import TypeAdapter
 
 from qwen3_api.errors import APIError
-from tests.api.conftest import MODEL, parse_sse, text_script
+from tests.api.helpers import MODEL, parse_sse, text_script
 
 THOUGHT = "<think>\nLet me think about 你好.\n</think>\n\nHello there, friend!<|im_end|>"
 ANSWER = "Hello there, friend! STOP and more<|im_end|>"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import MODEL, text_script
+from tests.api.helpers import MODEL, text_script
 
 
 @pytest.fixture()

@@ -4,37 +4,18 @@ whole, function calls, previous_response_id, stored responses per key, refusals,
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from qwen3_api.errors import APIError
-from tests.api.conftest import MODEL, parse_sse, text_script
+from tests.api.helpers import MODEL, parse_sse, text_script, validate_responses
 
-_DEFS = json.loads((Path(__file__).parents[1] / "reference" / "openai-responses-schema.json").read_text())["$defs"]
 THOUGHT = "<think>\nLet me think about 你好.\n</think>\n\nHello there, friend!<|im_end|>"
 TOOL = ('<think>\nI should call the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
         '{"city": "Paris"}}\n</tool_call><|im_end|>')
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-
-
-# The stream event union's members by their type, so a bad event is reported against its own schema (the
-# union's error only says "not valid under any of the given schemas").
-EVENTS = {_DEFS[m["$ref"].rsplit("/", 1)[-1]]["properties"]["type"]["enum"][0]: m["$ref"].rsplit("/", 1)[-1]
-          for m in _DEFS["ResponseStreamEvent"]["anyOf"]}
-
-
-def validate(name: str, obj: Any) -> None:
-    """``obj`` against OpenAI's schema ``name`` (tests/reference/openai-responses-schema.json); a stream event
-    against its member of ResponseStreamEvent and then the union itself."""
-    names = [EVENTS[obj["type"]], name] if name == "ResponseStreamEvent" else [name]
-    for schema in names:
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                  for e in Draft202012Validator({"$ref": f"#/$defs/{schema}", "$defs": _DEFS}).iter_errors(obj)]
-        assert not errors, (schema, errors[:5])
 
 
 def post(h: Any, **body: Any) -> Any:
@@ -68,7 +49,7 @@ def test_response_validates_and_bills(make_harness: Any, chat_tok: Any) -> None:
     r = post(h, instructions="Be brief.", metadata={"run": "1"})
     assert r.status_code == 200, r.text
     body = r.json()
-    validate("Response", body)
+    validate_responses("Response", body)
     assert body["id"].startswith("resp_") and r.headers["x-generation-id"] == body["id"]
     assert body["status"] == "completed" and body["incomplete_details"] is None and body["error"] is None
     reasoning, message = body["output"]
@@ -91,7 +72,7 @@ def test_stream_events_validate_and_equal_the_whole(make_harness: Any, chat_tok:
     whole = post(h).json()
     events = stream(h)
     for ev in events:
-        validate("ResponseStreamEvent", ev)
+        validate_responses("ResponseStreamEvent", ev)
     assert [ev["sequence_number"] for ev in events] == list(range(len(events)))
     kinds = [ev["type"] for ev in events]
     assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
@@ -111,7 +92,7 @@ def test_stream_events_validate_and_equal_the_whole(make_harness: Any, chat_tok:
 def test_function_call_round_trip_with_previous_response_id(make_harness: Any, chat_tok: Any) -> None:
     h = make_harness(text_script(chat_tok, TOOL))
     first = post(h, tools=TOOLS, input="Weather in Paris?").json()
-    validate("Response", first)
+    validate_responses("Response", first)
     call = first["output"][-1]
     assert call["type"] == "function_call" and call["name"] == "get_weather"
     assert json.loads(call["arguments"]) == {"city": "Paris"} and call["call_id"].startswith("call_")
@@ -146,7 +127,7 @@ def test_items_replayed_by_the_client_render_as_one_turn(make_harness: Any, chat
 def test_incomplete_when_max_output_tokens_cuts(make_harness: Any, chat_tok: Any) -> None:
     h = make_harness(text_script(chat_tok, THOUGHT))
     body = post(h, max_output_tokens=5).json()
-    validate("Response", body)
+    validate_responses("Response", body)
     assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert [i["status"] for i in body["output"]] == ["incomplete"] and body["usage"]["output_tokens"] == 5
     events = stream(h, max_output_tokens=5)
@@ -168,7 +149,7 @@ def test_stored_responses_are_per_key(make_harness: Any, chat_tok: Any) -> None:
                                                             "previous_response_id": body["id"]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "previous_response_not_found"
     items = h.client.get(f"/v1/responses/{body['id']}/input_items").json()
-    validate("ResponseItemList", items)
+    validate_responses("ResponseItemList", items)
     assert [i["content"][0]["text"] for i in items["data"]] == ["b", "a"] and items["has_more"] is False
     page = h.client.get(f"/v1/responses/{body['id']}/input_items?order=asc&limit=1").json()
     assert [i["content"][0]["text"] for i in page["data"]] == ["a"] and page["has_more"] is True
@@ -200,7 +181,7 @@ def test_refusals_name_the_field(make_harness: Any, chat_tok: Any, body: dict[st
     h = make_harness(text_script(chat_tok, THOUGHT))
     r = post(h, **body)
     assert r.status_code == 400, r.text
-    validate("ErrorResponse", r.json())
+    validate_responses("ErrorResponse", r.json())
     assert r.json()["error"]["param"] == param, r.json()
     assert h.gateway.admitted == []
 
@@ -214,7 +195,7 @@ def test_admission_refusals_keep_openai_shape(make_harness: Any, chat_tok: Any, 
     for streamed in (False, True):
         r = post(h, stream=streamed)
         assert r.status_code == status and r.json()["error"]["message"] == "no"
-        validate("ErrorResponse", r.json())
+        validate_responses("ErrorResponse", r.json())
     assert h.gateway.settled == []
 
 
@@ -248,7 +229,7 @@ def test_input_tokens_is_the_billed_count(make_harness: Any, chat_tok: Any) -> N
     h = make_harness(text_script(chat_tok, THOUGHT))
     body = {"model": MODEL, "input": "How many?", "instructions": "Count.", "tools": TOOLS}
     counted = h.client.post("/v1/responses/input_tokens", json=body).json()
-    validate("TokenCountsResource", counted)
+    validate_responses("TokenCountsResource", counted)
     assert counted["input_tokens"] == post(h, **body).json()["usage"]["input_tokens"]
     assert h.gateway.settled[-1]["endpoint"] == "/v1/responses" and len(h.gateway.settled) == 1
 
@@ -258,7 +239,7 @@ def test_failure_mid_stream_is_response_failed(make_harness: Any, chat_tok: Any)
     h.engine.fail_after = 3
     events = stream(h)
     for ev in events:
-        validate("ResponseStreamEvent", ev)
+        validate_responses("ResponseStreamEvent", ev)
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed" and events[-1]["response"]["error"]["code"] == "server_error"
     assert h.gateway.settled[-1]["status"] == "error"

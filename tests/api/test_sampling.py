@@ -12,8 +12,7 @@ from qwen3_api.api.schemas import ChatCompletionRequest
 from qwen3_api.api.thinking import EFFORT_RATIOS, thinking_options
 from qwen3_api.errors import APIError
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
-from tests.api.conftest import MODEL, text_script
-from tests.api.fakes import RecordingGateway
+from tests.api.helpers import MODEL, RecordingGateway, ScriptedEngine, text_script
 
 
 def _req(**kw: Any) -> ChatCompletionRequest:
@@ -76,7 +75,6 @@ def test_custom_served_name_and_upstream_down(chat_tok: Any, qwen3_tokenizer_dir
     from fastapi.testclient import TestClient
 
     from qwen3_api.api.app import create_app
-    from tests.api.fakes import ScriptedEngine
 
     gw = RecordingGateway()
     app = create_app(ScriptedEngine(text_script(chat_tok, "ok<|im_end|>")), Catalog.load(catalog), gw,

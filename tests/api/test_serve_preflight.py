@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.conftest import postgres_reachable
+from tests.platform.helpers import postgres_reachable
 
 DEAD_PG = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"  # nothing listens on port 1
 

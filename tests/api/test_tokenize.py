@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.conftest import MODEL, text_script
+from tests.api.helpers import MODEL, text_script
 
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"}],
         "chat_template_kwargs": {"enable_thinking": False}}

@@ -6,8 +6,7 @@ import torch
 
 from qwen3_api.chat.constraint import _clear_bit, _clear_from, _set_bit
 from qwen3_api.chat.reasoning import ThinkState, budget_closing_ids, initial_think_state
-
-from .walk import allowed_ids
+from tests.chat.helpers import allowed_ids
 
 
 def test_bit_helpers_handle_the_sign_bit():

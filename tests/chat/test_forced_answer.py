@@ -20,8 +20,7 @@ from qwen3_api.chat.constraint import constraint_factory
 from qwen3_api.chat.output import ChoiceProcessor
 from qwen3_api.chat.reasoning import ThinkState, budget_closing_ids, short_closing_ids
 from qwen3_api.chat.template import ChatTemplate
-
-from .walk import allowed_ids, random_walk, structural_bias
+from tests.chat.helpers import allowed_ids, random_walk, structural_bias
 
 FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}, "level": {"enum": ["low", "high"]}},
         "required": ["ok", "level"], "additionalProperties": False}

@@ -13,8 +13,7 @@ from qwen3_api.chat.constraint import constraint_factory
 from qwen3_api.chat.output import ChoiceProcessor
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.errors import APIError
-
-from .walk import random_walk, structural_bias
+from tests.chat.helpers import allowed_ids, random_walk, structural_bias
 
 
 class Address(BaseModel):
@@ -147,16 +146,12 @@ def test_tool_choice_none_masks_tool_call_token(tok):
     c = constraint_factory(tok, prompt_ids=prompt, tools=[WEATHER], tool_choice="none")()
     mask = torch.full((1, 4748), -1, dtype=torch.int32)
     assert c.fill_bitmask(mask, 0) is True
-    from .walk import allowed_ids
-
     ok = set(allowed_ids(mask[0], tok.model_vocab_size).tolist())
     assert tok.tool_call_start_id not in ok and tok.eos_token_id in ok and len(ok) > 150_000
 
 
 def test_parallel_false_in_auto_allows_only_eos_after_a_call(tok):
     import torch
-
-    from .walk import allowed_ids
 
     prompt = _prompt(tok, thinking=False, tools=[WEATHER])
     c = constraint_factory(tok, prompt_ids=prompt, tools=[WEATHER], parallel_tool_calls=False)()
@@ -183,8 +178,6 @@ def test_strict_tool_in_auto_mode(tok, bias, seed):
 def test_grammar_never_allows_extra_vocab_ids(tok):
     import torch
 
-    from .walk import allowed_ids
-
     prompt = _prompt(tok, thinking=False)
     c = constraint_factory(tok, prompt_ids=prompt, response_format={"type": "json_object"})()
     mask = torch.full((1, 4748), -1, dtype=torch.int32)
@@ -195,8 +188,6 @@ def test_grammar_never_allows_extra_vocab_ids(tok):
 
 def test_start_state_allows_think_or_grammar(tok):
     import torch
-
-    from .walk import allowed_ids
 
     prompt = _prompt(tok, thinking=True)
     c = constraint_factory(tok, prompt_ids=prompt, response_format={"type": "json_object"})()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.console.conftest import ADMIN_KEY, ConsoleServer, in_ci, sign_in
+from tests.console.helpers import ADMIN_KEY, ConsoleServer, in_ci, sign_in
 
 try:
     from playwright.sync_api import expect

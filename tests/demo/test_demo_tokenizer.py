@@ -14,7 +14,7 @@ from qwen3_api.chat.output import ChoiceProcessor
 from qwen3_api.chat.template import ChatTemplate
 from qwen3_api.chat.tokens import ChatTokenizer
 from qwen3_api.demo.tokenizer import write_demo_tokenizer
-from tests.chat.walk import random_walk, structural_bias
+from tests.chat.helpers import random_walk, structural_bias
 
 
 class Item(BaseModel):

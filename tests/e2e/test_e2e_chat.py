@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import SERVED_CONTEXT
-from tests.e2e.helpers import MODEL, NO_THINK, collect_stream, no_tags, think_bias, validate
+from tests.e2e.helpers import MODEL, NO_THINK, SERVED_CONTEXT, collect_stream, no_tags, think_bias, validate
 
 HELLO = [{"role": "user", "content": "你好"}]
 

@@ -13,8 +13,7 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.conftest import SERVED_CONTEXT
-from tests.e2e.helpers import MODEL, validate
+from tests.e2e.helpers import MODEL, SERVED_CONTEXT, validate
 
 SEED_DOC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "seed-api-doc.txt"
 HOSTED = "https://wcode.net/api/gpt/v1"

@@ -7,12 +7,10 @@ database must hold: per key, reserved == sum of its lease rows, reserved >= 0, a
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -25,10 +23,9 @@ from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.platform.catalog import Catalog
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.tables import api_keys, credit_leases, generations, replicas
-from tests.e2e.conftest import _free_port
-from tests.e2e.helpers import MODEL, NO_THINK
+from tests.e2e.helpers import MODEL, NO_THINK, start_server, stop_server, wait_healthy
+from tests.platform.helpers import PG_URL, postgres_reachable, postgres_schema, unreachable
 
-PG_URL = os.environ.get("QWEN3_API_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HEARTBEAT_S, EXPIRY_S = 0.5, 3.0
 ENTRY = Catalog.load().get(MODEL)
 MESSAGES = [{"role": "user", "content": "Say hi."}]
@@ -39,23 +36,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL on a fresh schema, dropped afterwards (skipped without PostgreSQL, failed in CI)."""
-    import psycopg
-
-    raw = PG_URL.replace("postgresql+psycopg", "postgresql")
-    try:
-        psycopg.connect(raw, connect_timeout=2).close()
-    except psycopg.Error:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL} (CI must test against it)")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    schema = f"qwen3_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(raw, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(raw, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    if not postgres_reachable():
+        unreachable(f"PostgreSQL not reachable at {PG_URL}")
+    with postgres_schema("qwen3_e2e") as url:
+        yield url
 
 
 def keys_cli(url: str, *argv: str) -> str:
@@ -69,26 +53,13 @@ class Server:
     """``qwen3-api serve`` as a child process in its own session (so SIGKILL reaches only it)."""
 
     def __init__(self, model_dir: Path, url: str, log_path: Path) -> None:
-        self.port, self.log_path = _free_port(), log_path
-        cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", str(model_dir), "--port", str(self.port),
-               "--database-url", url, "--kv-cache-memory", "0.01", "--lease-heartbeat-s", str(HEARTBEAT_S),
-               "--lease-expiry-s", str(EXPIRY_S)]
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc, self.base = start_server(["--model", str(model_dir), "--database-url", url, "--kv-cache-memory",
+                                             "0.01", "--lease-heartbeat-s", str(HEARTBEAT_S), "--lease-expiry-s",
+                                             str(EXPIRY_S)], log_path, wait=False)
 
     def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert self.proc.poll() is None, f"server exited:\n{self.log_path.read_text()}"
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy:\n{self.log_path.read_text()}"
-            time.sleep(0.2)
+        wait_healthy(self.proc, self.base, self.log_path, timeout_s)
 
     def chat(self, key: str, max_tokens: int) -> httpx.Response:
         return httpx.post(self.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
@@ -96,13 +67,7 @@ class Server:
                           timeout=120)
 
     def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_server(self.proc, sig, timeout_s=30)
 
 
 def state(db: Database, key_id: int) -> dict:

@@ -16,8 +16,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
 from pydantic import TypeAdapter
 
-from tests.e2e.helpers import MODEL, no_tags
-from tests.e2e.keyed import KeyedServer, keyed_server
+from tests.e2e.helpers import MODEL, KeyedServer, keyed_server, no_tags
 
 HELLO = [{"role": "user", "content": "你好"}]
 WEATHER = [{"name": "get_weather", "description": "Weather of a city", "input_schema": {

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import _free_port
+from tests.e2e.helpers import start_server, stop_server, wait_healthy
 
 
 def _cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -33,25 +31,12 @@ def test_key_then_demo_server_with_access_log(tmp_path: Path) -> None:
     again = _cli(env, "keys", "create", "--name", "ops")
     assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
-    port = _free_port()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--port", str(port), "--access-log",
-           "--kv-cache-memory", "0.01", "--max-model-len", "512"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+    proc, base = start_server(["--access-log", "--kv-cache-memory", "0.01", "--max-model-len", "512"], log_path, env,
+                              wait=False)
+    auth = {"Authorization": f"Bearer {key}"}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                health = httpx.get(base + "/health", timeout=1)
-                if health.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.3)
+        health = wait_healthy(proc, base, log_path)
         assert (health.json()["demo"], health.json()["weights"]) == (True, "random")
         [card] = httpx.get(base + "/v1/models", headers=auth).json()["data"]
         assert card["id"] == "qwen/qwen3-30b-a3b" and "demo, random weights" in card["name"]
@@ -61,12 +46,7 @@ def test_key_then_demo_server_with_access_log(tmp_path: Path) -> None:
                           json={**body, "stream": True}) as r:
             streamed_text = r.read().decode()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
     text = log_path.read_text()
     assert "RANDOM WEIGHTS" in text and "alembic" not in text  # the banner, and no migration chatter at INFO

@@ -14,9 +14,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.api.test_responses import validate
-from tests.e2e.helpers import MODEL, no_tags
-from tests.e2e.keyed import KeyedServer, keyed_server
+from tests.api.helpers import validate_responses
+from tests.e2e.helpers import MODEL, KeyedServer, keyed_server, no_tags
 
 WEATHER = [{"type": "function", "name": "get_weather", "strict": True, "parameters": {
     "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
@@ -47,7 +46,7 @@ def _raw(srv: KeyedServer, **body: Any) -> dict[str, Any]:
     r = httpx.post(srv.v1 + "/responses", json={"model": MODEL, **body}, timeout=120,
                    headers={"Authorization": f"Bearer {srv.keys['rich']}"})
     assert r.status_code == 200, r.text
-    validate("Response", r.json())
+    validate_responses("Response", r.json())
     return r.json()
 
 
@@ -55,7 +54,7 @@ def test_create_thinking_on_and_off_with_the_ledger(srv: KeyedServer) -> None:
     client = _client(srv)
     on = client.responses.create(model=MODEL, input="你好", max_output_tokens=40, reasoning={"effort": "low"},
                                  extra_body={"logit_bias": srv.think_bias()})
-    validate("Response", on.model_dump(exclude_unset=True))
+    validate_responses("Response", on.model_dump(exclude_unset=True))
     assert on.output[0].type == "reasoning" and on.output[0].content[0].text
     assert on.status in ("completed", "incomplete") and on.usage.output_tokens_details.reasoning_tokens > 0
     no_tags(on.output[0].content[0].text, on.output_text)
@@ -79,7 +78,7 @@ def test_stream_events_and_parse(srv: KeyedServer) -> None:
         raw = r.read().decode()
     events = [json.loads(block.split("\ndata: ", 1)[1]) for block in raw.split("\n\n") if "\ndata: " in block]
     for ev in events:
-        validate("ResponseStreamEvent", ev)
+        validate_responses("ResponseStreamEvent", ev)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == "response.completed"
     final = events[-1]["response"]
@@ -129,10 +128,10 @@ def test_402_and_429_in_openai_shape(srv: KeyedServer) -> None:
         with pytest.raises(openai.APIStatusError) as info:
             broke.responses.create(model=MODEL, input="hi", max_output_tokens=4, stream=stream)
         assert info.value.status_code == 402
-        validate("ErrorResponse", info.value.response.json())
+        validate_responses("ErrorResponse", info.value.response.json())
     slow = _client(srv, "slow")
     slow.responses.create(model=MODEL, input="hi", max_output_tokens=2, reasoning=OFF)
     with pytest.raises(openai.RateLimitError) as info:
         slow.responses.create(model=MODEL, input="hi", max_output_tokens=2)
     assert int(info.value.response.headers["retry-after"]) > 0
-    validate("ErrorResponse", info.value.response.json())
+    validate_responses("ErrorResponse", info.value.response.json())

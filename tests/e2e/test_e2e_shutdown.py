@@ -17,6 +17,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,16 +25,10 @@ import pytest
 from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.keys import KeyStore
+from tests.e2e.helpers import MODEL, start_server, stop_server
 
-MODEL = "qwen/qwen3-30b-a3b"
 NO_EOS = {"151645": -100, "151643": -100}  # keep the random model talking until the server stops it
 SHUTDOWN_TIMEOUT = 4.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,30 +41,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -
                            "--credit", "50", "--database-url", db_url], capture_output=True, text=True, env=env,
                           timeout=120)
     assert made.returncode == 0, made.stderr
-    port = _free_port()
     log_path = root / "server.log"
-    cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", str(model), "--port", str(port),
-           "--database-url", db_url, "--kv-cache-memory", "0.02", "--max-model-len", "4096",
-           "--shutdown-timeout", str(SHUTDOWN_TIMEOUT), "--request-header-timeout", "1",
-           "--request-body-timeout", "1", "--max-header-bytes", "8192"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.3)
-    yield {"proc": proc, "base": base, "port": port, "key": made.stdout.strip(), "db_url": db_url,
+    proc, base = start_server(["--model", str(model), "--database-url", db_url, "--kv-cache-memory", "0.02",
+                               "--max-model-len", "4096", "--shutdown-timeout", str(SHUTDOWN_TIMEOUT),
+                               "--request-header-timeout", "1", "--request-body-timeout", "1",
+                               "--max-header-bytes", "8192"], log_path, env)
+    yield {"proc": proc, "base": base, "port": urlsplit(base).port, "key": made.stdout.strip(), "db_url": db_url,
            "log": log_path}
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    stop_server(proc, signal.SIGKILL)  # the test stops it with SIGTERM; this is for a test that failed first
 
 
 def _raw(port: int, data: bytes, wait_s: float) -> tuple[bytes, float]:
@@ -132,6 +111,13 @@ def _whole(base: str, key: str, out: dict[str, Any]) -> None:
     out["status"], out["body"] = r.status_code, r.json()
 
 
+def _in_engine(base: str) -> int:
+    """Requests running or waiting in the engine, read from /metrics."""
+    text = httpx.get(base + "/metrics", timeout=5).text
+    return sum(int(float(line.split()[-1])) for line in text.splitlines()
+               if line.startswith(("qwen3_api_num_requests_running", "qwen3_api_num_requests_waiting")))
+
+
 def test_sigterm_drains_ends_and_settles_everything(setup: dict[str, Any]) -> None:
     base, key, proc = setup["base"], setup["key"], setup["proc"]
     streams = [{} for _ in range(8)]
@@ -146,7 +132,11 @@ def test_sigterm_drains_ends_and_settles_everything(setup: dict[str, Any]) -> No
     extra = [threading.Thread(target=_whole, args=(base, key, w)) for w in wholes]
     for t in extra:
         t.start()
-    time.sleep(0.2)
+    # SIGTERM only once both short requests are in the engine (or done): a busy machine can take longer than any
+    # fixed sleep to connect them, and a request that arrives after SIGTERM is refused, as it should be.
+    while _in_engine(base) < 10 and not all("status" in w for w in wholes):
+        assert time.monotonic() < deadline, setup["log"].read_text()
+        time.sleep(0.05)
     sigterm_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.conftest import PG_URL, _unreachable, postgres_reachable
+from tests.platform.helpers import PG_URL, postgres_reachable, unreachable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_soak_200_requests(db: str, tmp_path: Path, qwen3_tokenizer_dir: Path) -> None:
     if db == "postgresql" and not postgres_reachable():
-        _unreachable(f"PostgreSQL not reachable at {PG_URL}")
+        unreachable(f"PostgreSQL not reachable at {PG_URL}")
     out = tmp_path / "soak.json"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "soak.py"), "--requests", "200",
                           "--concurrency", "8", "--db", db, "--pg-url", PG_URL, "--tokenizer", str(qwen3_tokenizer_dir),

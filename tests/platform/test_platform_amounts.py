@@ -21,7 +21,7 @@ from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.keys import KeyStore
 from qwen3_api.platform.tables import MAX_MONEY
-from tests.api.fakes import ScriptedEngine
+from tests.api.helpers import ScriptedEngine
 
 ADMIN = {"Authorization": "Bearer adm"}
 TOP = "922337203.6854775807"  # the largest credit: 2**63 - 1 units of 1e-10

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from platform_harness import MODEL, OTHER, ServerThread, catalog, make_app
 from sqlalchemy import func, select
 
 from qwen3_api.platform.db import Database
@@ -21,6 +20,7 @@ from qwen3_api.platform.gateway import Gateway, NoAuthGateway
 from qwen3_api.platform.keys import KeyRecord
 from qwen3_api.platform.pricing import Usage, price, reservation
 from qwen3_api.platform.tables import generations
+from tests.platform.helpers import MODEL, OTHER, ServerThread, catalog, make_app
 
 ADMIN = "admin-secret-for-tests"
 ENTRY = catalog().get(MODEL)

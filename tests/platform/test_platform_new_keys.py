@@ -7,12 +7,12 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from platform_harness import catalog, make_app
 
 from qwen3_api.platform import cli
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.keys import DuplicateKeyNameError, KeyStore
+from tests.platform.helpers import catalog, make_app
 
 ADMIN = "admin-secret-for-tests"
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from platform_harness import MODEL, ServerThread, catalog, make_app
 
 from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from tests.platform.helpers import MODEL, ServerThread, catalog, make_app
 
 
 class Clock:

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
@@ -19,7 +14,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from platform_harness import ServerThread
 from sqlalchemy import select
 
 from qwen3_api.api.app import Settings, create_app
@@ -31,8 +25,9 @@ from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.pricing import Usage, price, reservation
 from qwen3_api.platform.tables import generations
+from tests.e2e.helpers import start_server, stop_server
+from tests.platform.helpers import MODEL, ServerThread
 
-MODEL = "qwen/qwen3-30b-a3b"
 ENTRY = Catalog.load().get(MODEL)
 MSG = [{"role": "user", "content": "Say something."}]
 
@@ -245,37 +240,14 @@ def serve_stats(server: ServerThread) -> dict[str, Any]:
 def upstream_qwen3(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:  # noqa: ANN001
     """A second qwen3-api (`serve --no-auth`, its own ledger) on loopback: the upstream of a catalog entry."""
     root = tmp_path_factory.mktemp("upstream")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db_url = f"sqlite:///{root / 'upstream.db'}"
-    log = root / "upstream.log"
-    cmd = [sys.executable, "-m", "qwen3_api.cli", "serve", "--model", str(engine[1]), "--port", str(port),
-           "--no-auth", "--database-url", db_url, "--kv-cache-memory", "0.02", "--device", "cpu",
-           "--log-level", "warning"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(["--model", str(engine[1]), "--no-auth", "--database-url", db_url, "--kv-cache-memory",
+                               "0.02", "--device", "cpu", "--log-level", "warning"], root / "upstream.log",
+                              timeout_s=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
         yield base + "/v1", db_url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 def test_a_second_qwen3_api_server_as_upstream(db: Database, engine, upstream_qwen3) -> None:  # noqa: ANN001

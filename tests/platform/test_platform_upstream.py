@@ -15,7 +15,6 @@ import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from platform_harness import ServerThread, catalog, make_app
 from sqlalchemy import select
 
 from qwen3_api.platform.catalog import Catalog
@@ -23,6 +22,7 @@ from qwen3_api.platform.db import Database
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.pricing import Usage, price
 from qwen3_api.platform.tables import generations
+from tests.platform.helpers import ServerThread, catalog, make_app
 
 UP_KEY_ENV = "QWEN3_API_TEST_UPSTREAM_KEY"
 WORDS = ["alpha", "beta", "gamma", "delta"]

@@ -1,6 +1,8 @@
-"""A small FastAPI app that drives the Gateway through its meter as the API's services do, and a loopback server.
+"""Helpers for the platform tests: the databases and Redis they run on (``PG_URL``, ``REDIS_URL``, reachability,
+a fresh PostgreSQL schema), and a small FastAPI app that drives the Gateway through its meter as the API's services
+do, with a loopback server. The fixtures (``db_url``, ``db``, ``redis_url``) are in conftest.py.
 
-The "model" is fake but the platform is real: prompt tokens = words in the messages, the completion is
+The app's "model" is fake but the platform is real: prompt tokens = words in the messages, the completion is
 ``max_tokens`` words (``x_tokens`` overrides), ``x_fail="before"`` fails before any token,
 ``x_delay`` sleeps between streamed tokens. Upstream catalog entries go through ``upstream.forward_chat``.
 """
@@ -9,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import uvicorn
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -28,6 +34,56 @@ from qwen3_api.platform import upstream
 from qwen3_api.platform.catalog import Catalog, CatalogEntry
 from qwen3_api.platform.gateway import Gateway
 from qwen3_api.platform.pricing import Usage
+
+PG_URL = os.environ.get("QWEN3_API_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("QWEN3_API_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@cache
+def postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=2):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+@cache
+def redis_reachable() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def unreachable(what: str) -> None:
+    """Skip on a developer machine without the service; in CI (CI=true), where it runs, fail instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} (CI must test against it)")
+    pytest.skip(what)
+
+
+@contextmanager
+def postgres_schema(prefix: str) -> Iterator[str]:
+    """A URL of PG_URL's database on a fresh schema (``prefix`` and a random suffix), dropped afterwards."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    raw = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(raw, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(raw, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# The app that drives the Gateway, and a loopback server.
 
 MODEL = "qwen/qwen3-30b-a3b"
 OTHER = "other/model"

@@ -1,4 +1,5 @@
-"""Drive a constraint like the engine would, with a seeded random "model": the test stand-in for a decode loop."""
+"""Helpers for the chat tests: drive a constraint like the engine would, with a seeded random "model" (the test
+stand-in for a decode loop); tests/demo uses them on the demo tokenizer."""
 
 from __future__ import annotations
 
