@@ -1,5 +1,5 @@
 """Attention metadata for running the model without the engine (benchmarks): every sequence owns a fixed,
-contiguous range of KV blocks. tests/model/model_testutil.py keeps the same helper for the tests."""
+contiguous range of KV blocks. tests/model/helpers.py keeps the same helper for the tests."""
 
 from __future__ import annotations
 

@@ -108,14 +108,20 @@ def check_elementwise(device: str, small: bool) -> None:
 
 
 def greedy(
-    net: torch.nn.Module, prompts: list[list[int]], max_tokens: int
+    net: torch.nn.Module, prompts: list[list[int]], max_tokens: int, kv_cache_dtype: str = "auto"
 ) -> dict[str, tuple[list[int], list]]:
     """Greedy tokens and chosen-token logprobs of each prompt, through the engine (graphs on CUDA)."""
     from qwen3_api.engine.args import EngineArgs
     from qwen3_api.engine.llm_engine import LLMEngine
     from qwen3_api.engine.sampling_params import SamplingParams
 
-    args = EngineArgs(device=str(net.device), max_num_seqs=8, max_model_len=256, block_size=16)
+    args = EngineArgs(
+        device=str(net.device),
+        max_num_seqs=8,
+        max_model_len=256,
+        block_size=16,
+        kv_cache_dtype=kv_cache_dtype,
+    )
     engine = LLMEngine(net, net.config, args, num_blocks=64)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, logprobs=0)
     for n, prompt in enumerate(prompts):

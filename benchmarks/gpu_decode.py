@@ -5,7 +5,7 @@ bandwidth (and bf16 matmul rate), then:
 
 * single-stream decode tok/s and decode throughput at batch 8/32/64/128 (each sequence with --context tokens
   of history), through the Triton kernels and CUDA graphs, greedy next token fed back on the device;
-* prefill tok/s for one --prompt-len token prompt;
+* prefill tok/s and the time to first token for each --prompt-len prompt (one sequence);
 * each beside its floor: the bytes a step must read (weights touched + KV history) over the measured copy
   bandwidth (and, for prefill, the FLOPs over the measured matmul rate);
 * transformers' Qwen3MoeForCausalLM on the same GPU and shapes, where it fits in --hf-budget-s.
@@ -13,9 +13,12 @@ bandwidth (and bf16 matmul rate), then:
     python benchmarks/gpu_decode.py                     # on an H200: prints a markdown table
     python benchmarks/gpu_decode.py --json-out r.json   # also machine-readable
     python benchmarks/gpu_decode.py --cpu-smoke         # tiny shapes on CPU with the torch kernels (CI)
+    python benchmarks/gpu_decode.py --quant fp8 --kv-cache-dtype fp8   # block-FP8 weights (W8A8), FP8 KV cache
 
-Targets (issue 6): single stream >= 400 tok/s, batch 64 >= 3,000 tok/s. Without CUDA and without
---cpu-smoke it exits with code 2.
+Targets (issue 6): single stream >= 400 tok/s, batch 64 >= 3,000 tok/s; issue 16: FP8 >= 1.2x bf16 at batch 1.
+``--quant fp8`` makes random FP8 weights with 128x128 block scales (as Qwen3-30B-A3B-FP8 stores them; lm_head
+and routers bf16) and runs the Triton W8A8 kernels (--cpu-smoke: through the interpreter, 16x16 blocks).
+Without CUDA and without --cpu-smoke it exits with code 2.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import gc
 import inspect
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -39,46 +43,13 @@ from gpu_floors import (
     matmul_rate,
     prefill_floor_s,
 )
+from gpu_models import BLOCK_SIZE, QWEN3_30B_A3B, TINY, fp8_config, random_kv_caches, random_model  # noqa: F401
 
 from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner
 from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
-
-QWEN3_30B_A3B: dict[str, Any] = {
-    "architectures": ["Qwen3MoeForCausalLM"],
-    "vocab_size": 151936,
-    "hidden_size": 2048,
-    "intermediate_size": 6144,
-    "moe_intermediate_size": 768,
-    "num_hidden_layers": 48,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "head_dim": 128,
-    "num_experts": 128,
-    "num_experts_per_tok": 8,
-    "norm_topk_prob": True,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 1000000.0,
-    "max_position_embeddings": 40960,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-}
-TINY = QWEN3_30B_A3B | {
-    "vocab_size": 256,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "moe_intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "num_experts": 8,
-    "num_experts_per_tok": 2,
-    "torch_dtype": "float32",
-}
-BLOCK_SIZE = 16
 
 
 @dataclass
@@ -90,21 +61,6 @@ class Row:
     floor_tok_s: float
     hf_tok_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> Qwen3ForCausalLM:
-    """The network with random weights made in place on the device (norms ~1, matrices ~1/sqrt(fan_in))."""
-    net = Qwen3ForCausalLM(config, device=device, dtype=dtype)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)
-            elif "embed_tokens" in name:
-                p.normal_(0.0, 1.0, generator=gen)
-            else:
-                p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
-    return net.eval()
 
 
 def decode_metadata(batch: int, context: int, steps: int, device: torch.device) -> list[AttentionMetadata]:
@@ -119,15 +75,19 @@ def decode_metadata(batch: int, context: int, steps: int, device: torch.device) 
 
 
 def bench_decode(
-    net: Qwen3ForCausalLM, batch: int, context: int, steps: int, timer: Timer, use_graphs: bool
+    net: Qwen3ForCausalLM,
+    batch: int,
+    context: int,
+    steps: int,
+    timer: Timer,
+    use_graphs: bool,
+    kv_dtype: torch.dtype | None = None,
 ) -> float:
     """Decode tok/s: `steps` greedy steps of `batch` sequences, the argmax fed back on the device."""
     config, device = net.config, net.device
     per_seq = -(-(context + steps) // BLOCK_SIZE)
-    caches = allocate_kv_cache(config, batch * per_seq, BLOCK_SIZE, device, net.dtype)
-    for k_cache, v_cache in caches:  # a random history stands in for the prompt
-        k_cache.normal_()
-        v_cache.normal_()
+    # a random history stands in for the prompt
+    caches = random_kv_caches(config, batch * per_seq, device, kv_dtype or net.dtype)
     metas = decode_metadata(batch, context, steps, device)
     forward: Callable[[torch.Tensor, torch.Tensor, AttentionMetadata], torch.Tensor]
     if use_graphs:
@@ -155,10 +115,15 @@ def bench_decode(
     return batch * steps / elapsed
 
 
-def bench_prefill(net: Qwen3ForCausalLM, tokens: int, timer: Timer) -> float:
-    """Prefill tok/s of one prompt of `tokens` tokens (forward + logits of the last token)."""
+def bench_prefill(
+    net: Qwen3ForCausalLM, tokens: int, timer: Timer, kv_dtype: torch.dtype | None = None
+) -> float:
+    """Prefill tok/s of one prompt of `tokens` tokens (forward + logits of the last token); tokens / this is
+    the time to first token."""
     device = net.device
-    caches = allocate_kv_cache(net.config, -(-tokens // BLOCK_SIZE), BLOCK_SIZE, device, net.dtype)
+    caches = allocate_kv_cache(
+        net.config, -(-tokens // BLOCK_SIZE), BLOCK_SIZE, device, kv_dtype or net.dtype
+    )
     attn = AttentionMetadata.build(
         [tokens], [tokens], [list(range(-(-tokens // BLOCK_SIZE)))], BLOCK_SIZE, device
     )
@@ -170,7 +135,7 @@ def bench_prefill(net: Qwen3ForCausalLM, tokens: int, timer: Timer) -> float:
 
     run()
     timer.sync()
-    return tokens / min(timer(run) for _ in range(3))
+    return tokens / min(timer(run) for _ in range(3 if tokens <= 8192 else 1))  # long prompts: seconds each
 
 
 def hf_speeds(
@@ -199,10 +164,13 @@ def hf_speeds(
     last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     deadline = time.monotonic() + args.hf_budget_s
     with torch.no_grad():
-        prompt = torch.randint(0, cfg["vocab_size"], (1, args.prompt_len), device=device)
+        prompt_len = min(
+            args.prompt_len
+        )  # eager attention materialises [heads, L, L]: the shortest prompt only
+        prompt = torch.randint(0, cfg["vocab_size"], (1, prompt_len), device=device)
         model(prompt, **last)
         timer.sync()
-        out["prefill"] = args.prompt_len / timer(lambda: model(prompt, **last))
+        out[f"prefill@{prompt_len}"] = prompt_len / timer(lambda: model(prompt, **last))
         for batch in args.batch_sizes:
             if time.monotonic() > deadline:
                 break
@@ -232,50 +200,84 @@ def hf_speeds(
 def run(args: argparse.Namespace) -> list[Row]:
     """Measure everything the table shows; returns its rows."""
     cfg = TINY if args.cpu_smoke else QWEN3_30B_A3B
+    fp8 = args.quant == "fp8"
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
-    config = ModelConfig.from_dict(cfg)
+    config = ModelConfig.from_dict(fp8_config(cfg, 16 if args.cpu_smoke else 128) if fp8 else cfg)
     dtype = config.torch_dtype
-    elem = torch.empty((), dtype=dtype).element_size()
+    elem = 1 if fp8 else torch.empty((), dtype=dtype).element_size()
+    kv_dtype = torch.float8_e4m3fn if args.kv_cache_dtype == "fp8" else dtype
+    kv_elem = torch.empty((), dtype=kv_dtype).element_size()
     timer = Timer(device)
     bandwidth = copy_bandwidth(device, timer, 64 << 20 if args.cpu_smoke else 4 << 30)
     flops = matmul_rate(device, dtype, timer, 256 if args.cpu_smoke else 8192)
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s, {dtype} matmul {flops / 1e12:.1f} TFLOP/s", flush=True)
 
-    net = random_model(config, device, dtype)
+    # the CPU smoke of --quant fp8 runs the Triton set in the interpreter (the torch set dequantizes FP8)
+    kernels = None
+    if fp8 and args.cpu_smoke:
+        from qwen3_api.kernels import triton_kernels
+
+        kernels = triton_kernels()
+    net = random_model(config, device, dtype, kernels)
+    if fp8:
+        assert net.fp8 is not None and net.fp8.keep_fp8, (
+            "FP8 weights were not kept: no FP8 GEMMs on this device"
+        )
     use_graphs = device.type == "cuda" and not args.no_cuda_graphs
     rows = []
     for batch in args.batch_sizes:
-        tok_s = bench_decode(net, batch, args.context, args.steps, timer, use_graphs)
-        floor = batch / decode_floor_s(config, batch, args.context, elem, bandwidth)
+        tok_s = bench_decode(net, batch, args.context, args.steps, timer, use_graphs, kv_dtype)
+        floor = batch / decode_floor_s(config, batch, args.context, elem, bandwidth, kv_elem=kv_elem,
+                                       fp8_weights=fp8)  # fmt: skip
         name = "decode, single stream" if batch == 1 else f"decode, batch {batch}"
         rows.append(Row(name, tok_s, floor, extra={"batch": batch}))
         print(f"{name}: {tok_s:.0f} tok/s (floor {floor:.0f})", flush=True)
         gc.collect()  # this batch's KV cache and graphs go before the next batch allocates its own
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    prefill = bench_prefill(net, args.prompt_len, timer)
-    prefill_floor = args.prompt_len / prefill_floor_s(config, args.prompt_len, elem, bandwidth, flops)
-    rows.append(Row(f"prefill, {args.prompt_len}-token prompt", prefill, prefill_floor, extra={"batch": 0}))
-    print(f"prefill: {prefill:.0f} tok/s (floor {prefill_floor:.0f})", flush=True)
+    for tokens in args.prompt_len:
+        prefill = bench_prefill(net, tokens, timer, kv_dtype)
+        # the floor of prefill counts bf16 matmul rates: FP8 is compared against the same floor
+        floor = tokens / prefill_floor_s(config, tokens, 2, bandwidth, flops)
+        ttft_ms = 1e3 * tokens / prefill
+        rows.append(Row(f"prefill, {tokens}-token prompt", prefill, floor,
+                        extra={"batch": 0, "prompt_tokens": tokens, "ttft_ms": round(ttft_ms, 1)}))  # fmt: skip
+        print(
+            f"prefill {tokens}: {prefill:.0f} tok/s, TTFT {ttft_ms:.0f} ms (floor {floor:.0f} tok/s)",
+            flush=True,
+        )
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     del net
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    if not args.no_transformers:
+    if not args.no_transformers and not fp8:  # transformers runs the bf16 model only
         try:
             hf = hf_speeds(cfg, device, dtype, args, timer)
         except (torch.OutOfMemoryError, ImportError) as exc:
             print(f"transformers comparison skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
             hf = {}
         for row in rows:
-            key = f"decode@{row.extra['batch']}" if row.extra["batch"] else "prefill"
+            key = (
+                f"decode@{row.extra['batch']}"
+                if row.extra["batch"]
+                else f"prefill@{row.extra['prompt_tokens']}"
+            )
             value = hf.get(key)
             row.hf_tok_s = value if isinstance(value, float) else None
         if hf:
             print(f"transformers experts implementation: {hf.get('experts_implementation')}")
     for row in rows:
-        row.extra |= {"bandwidth_GBps": round(bandwidth / 1e9, 1), "matmul_TFLOPs": round(flops / 1e12, 1)}
+        row.extra |= {
+            "bandwidth_GBps": round(bandwidth / 1e9, 1),
+            "matmul_TFLOPs": round(flops / 1e12, 1),
+            "quant": args.quant,
+            "kv_cache_dtype": args.kv_cache_dtype,
+            "cuda_graphs": use_graphs,
+        }
     return rows
 
 
@@ -290,17 +292,19 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
             else "eager decode"
             if args.no_cuda_graphs
             else "CUDA-graph decode"
-        ),
+        )
+        + f", weights {'block-FP8 (W8A8)' if args.quant == 'fp8' else 'bf16'}, KV cache {args.kv_cache_dtype}",
         "",
-        "| workload | ours tok/s | floor tok/s | ours / floor | transformers tok/s | target |",
-        "|---|---:|---:|---:|---:|---|",
+        "| workload | ours tok/s | floor tok/s | ours / floor | TTFT ms | transformers tok/s | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         target = targets.get(r.extra["batch"])
         mark = "" if target is None else f">= {target:.0f}: {'met' if r.tok_s >= target else 'NOT met'}"
         hf = "n/a" if r.hf_tok_s is None or math.isnan(r.hf_tok_s) else f"{r.hf_tok_s:.0f}"
+        ttft = f"{r.extra['ttft_ms']:.0f}" if "ttft_ms" in r.extra else ""
         lines.append(
-            f"| {r.name} | {r.tok_s:.0f} | {r.floor_tok_s:.0f} | {r.tok_s / r.floor_tok_s:.0%} | {hf} | {mark} |"
+            f"| {r.name} | {r.tok_s:.0f} | {r.floor_tok_s:.0f} | {r.tok_s / r.floor_tok_s:.0%} | {ttft} | {hf} | {mark} |"
         )
     return "\n".join(lines)
 
@@ -313,7 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--context", type=int, default=512, help="history tokens per sequence during decode")
     parser.add_argument("--steps", type=int, default=64, help="decode steps timed per batch size")
-    parser.add_argument("--prompt-len", type=int, default=2048)
+    parser.add_argument(
+        "--prompt-len",
+        type=int,
+        nargs="+",
+        default=[2048],
+        help="prompt lengths whose prefill speed and time to first token are measured",
+    )
+    parser.add_argument(
+        "--quant",
+        choices=["none", "fp8"],
+        default="none",
+        help="fp8: random block-FP8 weights through the W8A8 kernels (Qwen3-30B-A3B-FP8's format)",
+    )
+    parser.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
     parser.add_argument(
         "--no-cuda-graphs", action="store_true", help="eager decode (to measure the graphs' gain)"
     )
@@ -327,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpu_smoke:
         args.batch_sizes = [b for b in args.batch_sizes if b <= 8] or [1]
-        args.context, args.steps, args.prompt_len, args.hf_steps = 20, min(args.steps, 4), 32, 2
+        args.context, args.steps, args.prompt_len, args.hf_steps = 20, min(args.steps, 4), [32], 2
+        if args.quant == "fp8":
+            os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: the FP8 kernels run on the CPU
     elif not torch.cuda.is_available():
         print(
             "gpu_decode.py needs a CUDA GPU (use --cpu-smoke to exercise the code path on CPU)",

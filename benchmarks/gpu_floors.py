@@ -79,11 +79,31 @@ def kv_bytes_per_token(config: ModelConfig, elem: int) -> int:
     return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * elem
 
 
-def decode_floor_s(config: ModelConfig, batch: int, context: int, elem: int, bandwidth: float) -> float:
-    """Seconds a decode step must take to read what it needs once at the measured copy bandwidth."""
+def bf16_bytes_of_fp8_model(config: ModelConfig) -> int:
+    """What an FP8 checkpoint keeps in bf16 beyond one byte per weight: lm_head and the routers (their second
+    byte; the FP8 block scales add under 0.01 %)."""
+    return (
+        config.vocab_size * config.hidden_size
+        + config.num_hidden_layers * config.num_experts * config.hidden_size
+    )
+
+
+def decode_floor_s(
+    config: ModelConfig,
+    batch: int,
+    context: int,
+    elem: int,
+    bandwidth: float,
+    *,
+    kv_elem: int | None = None,
+    fp8_weights: bool = False,
+) -> float:
+    """Seconds a decode step must take to read what it needs once at the measured copy bandwidth (``elem``:
+    bytes per weight, 1 with ``fp8_weights``; ``kv_elem``: bytes per cached value, default ``elem``)."""
     dense, expert = weight_bytes(config, elem)
+    dense += bf16_bytes_of_fp8_model(config) if fp8_weights else 0
     experts = config.num_hidden_layers * expected_unique_experts(config, batch) * expert
-    kv = batch * context * kv_bytes_per_token(config, elem)
+    kv = batch * context * kv_bytes_per_token(config, kv_elem or elem)
     return (dense + experts + kv) / bandwidth
 
 

@@ -2,12 +2,18 @@
 
     python benchmarks/tune_moe.py                      # Qwen3-30B-A3B shape, bf16, all batch buckets
     python benchmarks/tune_moe.py --batch-sizes 1 64   # a subset (the rest keep no entry)
+    python benchmarks/tune_moe.py --dtype fp8 --space quick --batch-sizes 1 64 256   # block-FP8 experts, fast
 
 For each batch size it times the whole MoE layer (align + both grouped GEMMs + top-k sum) with uniform random
 routing for every candidate config, checks the winner against the torch reference, and writes
 ``qwen3_api/kernels/moe_configs/E=..,N=..,dtype=..,device_name=<this GPU>.json`` in this checkout (commit it:
 the package ships the tables). The full default space takes on the order of tens of minutes on an H200.
 A tool, not part of the runtime package (as vLLM's benchmarks/kernels/benchmark_moe.py).
+
+``--dtype fp8`` tunes the block-FP8 W8A8 MoE (triton_fp8_moe.py: Qwen3-30B-A3B-FP8's experts, 128x128 weight
+blocks, so BLOCK_SIZE_K is always 128) against its float32 reference, and writes the ``dtype=fp8_w8a8`` table.
+``--space quick`` searches a trimmed space (two tile widths, two pipeline depths: minutes, for a short GPU
+lease); the table is rewritten after every batch size, so a run cut short still leaves the sizes it finished.
 
 ``--cpu-smoke`` runs a tiny shape with two candidates through the Triton interpreter, so CI exercises the
 script end to end; its timings mean nothing.
@@ -21,6 +27,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,13 +38,21 @@ sys.path.insert(0, str(REPO))  # run as a script from a checkout, installed or n
 DEFAULT_BATCH_SIZES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096]
 
 
-def candidate_configs(m: int, num_experts: int, top_k: int) -> list[dict[str, int]]:
-    """The search space for m tokens; tile heights beyond the tokens per expert are pruned."""
+def candidate_configs(
+    m: int, num_experts: int, top_k: int, *, quick: bool = False, block_k: int | None = None
+) -> list[dict[str, int]]:
+    """The search space for m tokens; tile heights beyond the tokens per expert are pruned. ``quick``: a trimmed
+    space (tile widths 64/128, 3-4 stages, one GROUP_SIZE_M); ``block_k``: a fixed BLOCK_SIZE_K (block FP8)."""
     tokens_per_expert = max(1, m * top_k // num_experts)
     block_ms = [bm for bm in (16, 32, 64, 128) if bm <= max(16, 2 * tokens_per_expert)]
+    block_ns = (64, 128) if quick else (32, 64, 128, 256)
+    block_ks = (block_k,) if block_k else (64, 128) if quick else (64, 128, 256)
+    # quick: grouped tile order only where it matters (many M tiles); one value, so decode sizes share compiles
+    groups = ((1,) if tokens_per_expert < 64 else (16,)) if quick else (1, 16)
+    stage_counts = (3, 4) if quick else (2, 3, 4, 5)
     configs = []
     for bm, bn, bk, group, warps, stages in itertools.product(
-        block_ms, (32, 64, 128, 256), (64, 128, 256), (1, 16), (4, 8), (2, 3, 4, 5)
+        block_ms, block_ns, block_ks, groups, (4, 8), stage_counts
     ):
         if bk == 256 and stages > 3:
             continue  # needs more shared memory than a Hopper SM has with these tiles
@@ -56,10 +71,11 @@ def candidate_configs(m: int, num_experts: int, top_k: int) -> list[dict[str, in
     return configs
 
 
-def smoke_configs() -> list[dict[str, int]]:
+def smoke_configs(block_k: int | None = None) -> list[dict[str, int]]:
+    """Two small configs for --cpu-smoke (``block_k``: the FP8 weight block, BLOCK_SIZE_K's only value)."""
     return [
-        {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 16, "GROUP_SIZE_M": 1},
-        {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 2},
+        {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": block_k or 16, "GROUP_SIZE_M": 1},
+        {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": block_k or 32, "GROUP_SIZE_M": 2},
     ]
 
 
@@ -74,6 +90,38 @@ def make_inputs(
     logits = torch.randn(m, num_experts, device=device, generator=gen)
     weights, ids = torch.topk(logits.softmax(-1), top_k, dim=-1)
     return x, w13, w2, weights / weights.sum(-1, keepdim=True), ids
+
+
+class Fp8Layer:
+    """One block-FP8 MoE layer (weights quantized once, as a checkpoint stores them; bf16 activations, or float32
+    under --cpu-smoke) with the MoE's call signature: run(x, config) and reference(x)."""
+
+    def __init__(
+        self, hidden: int, inter: int, num_experts: int, block: tuple[int, int], act_dtype: torch.dtype, device: str
+    ):
+        from qwen3_api.kernels import fp8_blocks
+
+        _, w13, w2, _, _ = make_inputs(1, hidden, inter, num_experts, 1, torch.float32, device)
+        self.experts = fp8_blocks.quantize_experts(w13, w2, block)
+        self.block, self.act_dtype, self.device = block, act_dtype, device
+        self.hidden, self.num_experts = hidden, num_experts
+
+    def inputs(self, m: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, _, _, weights, ids = make_inputs(m, self.hidden, 1, self.num_experts, top_k, self.act_dtype, self.device)
+        return x, weights, ids
+
+    def run(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, config: dict[str, int] | None = None
+            ) -> torch.Tensor:  # fmt: skip
+        from qwen3_api.kernels.triton_fp8_moe import fused_moe_fp8
+
+        q13, q2, s13, s2 = self.experts
+        return fused_moe_fp8(x, q13, q2, s13, s2, self.block, weights, ids, config=config)
+
+    def reference(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        from qwen3_api.kernels import fp8_blocks
+
+        q13, q2, s13, s2 = self.experts
+        return fp8_blocks.w8a8_moe_reference(x, q13, q2, s13, s2, self.block, weights, ids)
 
 
 def time_config(fn, smoke: bool) -> float:  # noqa: ANN001
@@ -94,26 +142,49 @@ def tune(
     inter: int,
     num_experts: int,
     top_k: int,
-    dtype: torch.dtype,
+    dtype: torch.dtype | str,
     device: str,
     smoke: bool,
+    quick: bool = False,
+    fp8_block: tuple[int, int] = (128, 128),
+    on_result: Callable[[dict[str, dict[str, int]], dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
-    """{batch size: best config} and {batch size: its microseconds per layer}."""
+    """{batch size: best config} and {batch size: its microseconds per layer}; ``dtype`` "fp8": the block-FP8
+    MoE (bf16 activations; float32 under --cpu-smoke). ``on_result`` sees the tables after each batch size."""
     # after main() has set TRITON_INTERPRET for --cpu-smoke: triton reads it when first imported
     from qwen3_api.kernels import torch_moe
     from qwen3_api.kernels.triton_moe import fused_moe
 
+    fp8 = dtype == "fp8"
+    act_dtype = torch.float32 if smoke else torch.bfloat16
+    layer = Fp8Layer(hidden, inter, num_experts, fp8_block, act_dtype, device) if fp8 else None
     best: dict[str, dict[str, int]] = {}
     timings: dict[str, float] = {}
     for m in batch_sizes:
-        inputs = make_inputs(m, hidden, inter, num_experts, top_k, dtype, device)
+        if layer is not None:
+            x, weights, ids = layer.inputs(m, top_k)
+
+            def call(config: dict[str, int] | None, x=x, weights=weights, ids=ids) -> torch.Tensor:  # noqa: ANN001
+                return layer.run(x, weights, ids, config)
+
+            def reference(x=x, weights=weights, ids=ids) -> torch.Tensor:  # noqa: ANN001
+                return layer.reference(x, weights, ids)
+        else:
+            inputs = make_inputs(m, hidden, inter, num_experts, top_k, dtype, device)  # type: ignore[arg-type]
+
+            def call(config: dict[str, int] | None, inputs=inputs) -> torch.Tensor:  # noqa: ANN001
+                return fused_moe(*inputs, config=config)
+
+            def reference(inputs=inputs) -> torch.Tensor:  # noqa: ANN001
+                return torch_moe.fused_moe(*inputs)
         results = []
-        configs = smoke_configs() if smoke else candidate_configs(m, num_experts, top_k)
+        if smoke:
+            configs = smoke_configs(fp8_block[1] if fp8 else None)
+        else:
+            configs = candidate_configs(m, num_experts, top_k, quick=quick, block_k=fp8_block[1] if fp8 else None)
         for config in configs:
             try:
-                us = time_config(
-                    lambda config=config, inputs=inputs: fused_moe(*inputs, config=config), smoke
-                )
+                us = time_config(lambda config=config: call(config), smoke)
             except Exception as exc:  # noqa: BLE001 (a config the compiler rejects, e.g. out of shared memory)
                 print(f"  m={m} skip {config}: {type(exc).__name__}", file=sys.stderr)
                 continue
@@ -121,13 +192,15 @@ def tune(
         if not results:
             raise RuntimeError(f"no candidate config ran for batch size {m}")
         us, config = min(results, key=lambda r: r[0])
-        got = fused_moe(*inputs, config=config).float()
-        ref = torch_moe.fused_moe(*inputs).float()
+        got = call(config).float()
+        ref = reference().float()
         err = ((got - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-        if err > (1e-4 if dtype == torch.float32 else 3e-2):
+        if err > (1e-4 if act_dtype == torch.float32 and not fp8 else 3e-2):
             raise RuntimeError(f"best config for m={m} gives relative error {err:.3g}: {config}")
         best[str(m)], timings[str(m)] = config, round(us, 2)
-        print(f"m={m:5d}  {us:9.1f} us  rel.err {err:.1e}  {config}")
+        print(f"m={m:5d}  {us:9.1f} us  rel.err {err:.1e}  {config}", flush=True)
+        if on_result is not None:
+            on_result(best, timings)
     return best, timings
 
 
@@ -140,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intermediate", type=int, default=768, help="moe_intermediate_size (N)")
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--top-k", type=int, default=8)
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "fp8"], default="bf16",
+                        help="fp8: block-FP8 (W8A8) experts with 128x128 weight blocks")  # fmt: skip
+    parser.add_argument("--space", choices=["full", "quick"], default="full",
+                        help="quick: a trimmed search space (minutes on an H200, not tens of minutes)")  # fmt: skip
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=DEFAULT_BATCH_SIZES)
     parser.add_argument("--out-dir", type=Path, default=None, help="default: the package's moe_configs/")
     parser.add_argument(
@@ -148,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    fp8_block = (128, 128)
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"
         args.num_experts, args.intermediate, args.hidden, args.top_k = 4, 32, 32, 2
         args.dtype = "fp32" if args.dtype == "bf16" else args.dtype
+        fp8_block = (16, 16)
         if args.batch_sizes == DEFAULT_BATCH_SIZES:
             args.batch_sizes = [1, 4]
         device, device_name = "cpu", "cpu"
@@ -163,35 +241,45 @@ def main(argv: list[str] | None = None) -> int:
 
     from qwen3_api.kernels.moe_config_table import CONFIG_DIR, config_file_name
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-    best, timings = tune(
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+             "fp8": torch.float8_e4m3fn}[args.dtype]  # fmt: skip
+    out_dir = args.out_dir or CONFIG_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / config_file_name(args.num_experts, args.intermediate, dtype, device_name)
+    shape = {
+        "num_experts": args.num_experts,
+        "intermediate_size": args.intermediate,
+        "hidden_size": args.hidden,
+        "top_k": args.top_k,
+        "dtype": args.dtype,
+    }
+    if args.dtype == "fp8":
+        shape["weight_block_size"] = list(fp8_block)
+
+    def write(best: dict[str, dict[str, int]], timings: dict[str, float]) -> None:
+        doc = {
+            "comment": f"Tuned by benchmarks/tune_moe.py on {device_name} (torch {torch.__version__}, "
+            f"{args.space} space); timings are one MoE layer in microseconds.",
+            "tuned_here": not args.cpu_smoke,
+            "shape": shape,
+            "configs": best,
+            "timings_us": timings,
+        }
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+
+    tune(
         args.batch_sizes,
         hidden=args.hidden,
         inter=args.intermediate,
         num_experts=args.num_experts,
         top_k=args.top_k,
-        dtype=dtype,
+        dtype="fp8" if args.dtype == "fp8" else dtype,
         device=device,
         smoke=args.cpu_smoke,
+        quick=args.space == "quick",
+        fp8_block=fp8_block,
+        on_result=write,  # after every batch size: a run cut short keeps what it finished
     )
-    out_dir = args.out_dir or CONFIG_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / config_file_name(args.num_experts, args.intermediate, dtype, device_name)
-    doc = {
-        "comment": f"Tuned by benchmarks/tune_moe.py on {device_name} "
-        f"(torch {torch.__version__}); timings are one MoE layer in microseconds.",
-        "tuned_here": not args.cpu_smoke,
-        "shape": {
-            "num_experts": args.num_experts,
-            "intermediate_size": args.intermediate,
-            "hidden_size": args.hidden,
-            "top_k": args.top_k,
-            "dtype": args.dtype,
-        },
-        "configs": best,
-        "timings_us": timings,
-    }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 _DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
+_KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3")  # fp8 = float8_e4m3fn with per-tensor scales (kernels/fp8_kv.py)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class EngineArgs:
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     seed: int = 0
+    kv_cache_dtype: str = "auto"  # auto: the model dtype; fp8: half the bytes of bf16 (twice the tokens)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *_DTYPES):
@@ -50,6 +52,8 @@ class EngineArgs:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kv_cache_dtype not in _KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {', '.join(_KV_CACHE_DTYPES)}; got {self.kv_cache_dtype!r}")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
 
@@ -68,6 +72,12 @@ class EngineArgs:
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
         return checkpoint_dtype if device.type == "cuda" else torch.float32
+
+    def resolve_kv_cache_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
+        """The KV cache's storage dtype: the model's, or float8_e4m3fn for ``fp8``."""
+        import torch
+
+        return model_dtype if self.kv_cache_dtype == "auto" else torch.float8_e4m3fn
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -97,6 +107,9 @@ class EngineArgs:
                        default=d.enable_chunked_prefill,
                        help="split long prompts across steps so running streams keep decoding")
         g.add_argument("--seed", type=int, default=d.seed, help="seed of the sampler for requests without one")
+        g.add_argument("--kv-cache-dtype", default=d.kv_cache_dtype, choices=list(_KV_CACHE_DTYPES),
+                       help="auto: the model dtype; fp8 (= fp8_e4m3): float8_e4m3fn with per-tensor scales, "
+                            "twice the tokens of a bf16 cache in the same memory")
         return parser
 
     @classmethod

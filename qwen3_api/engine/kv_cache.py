@@ -3,7 +3,9 @@
 The budget (``--kv-cache-memory``, ``--gpu-memory-utilization``; see :class:`EngineArgs`) becomes a number of
 blocks (``plan_num_blocks``), never more than ``max_num_seqs`` full-length sequences could use; the engine's
 ModelRunner allocates them (``allocate_kv_cache``): for each layer a (k_cache, v_cache) pair of
-[num_blocks, block_size, num_kv_heads, head_dim] tensors in the model dtype.
+[num_blocks, block_size, num_kv_heads, head_dim] tensors in the model dtype, or in float8_e4m3fn with
+``--kv-cache-dtype fp8`` (per-tensor scales on the attention layers; kernels/fp8_kv.py), which sizes twice the
+blocks of bf16 from the same budget.
 """
 
 from __future__ import annotations

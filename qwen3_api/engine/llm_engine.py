@@ -64,9 +64,10 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.device = model.device
         self.dtype = model.dtype
+        self.kv_cache_dtype = args.resolve_kv_cache_dtype(self.dtype)  # --kv-cache-dtype fp8: float8_e4m3fn
         self.max_model_len = args.max_model_len or default_max_model_len(model_config)
         num_blocks = plan_num_blocks(
-            model_config, block_size=args.block_size, dtype=self.dtype, device=self.device,
+            model_config, block_size=args.block_size, dtype=self.kv_cache_dtype, device=self.device,
             max_model_len=self.max_model_len, max_num_seqs=args.max_num_seqs,
             kv_cache_memory=args.kv_cache_memory, gpu_memory_utilization=args.gpu_memory_utilization,
             num_blocks=num_blocks,
@@ -81,7 +82,7 @@ class LLMEngine:
         )
         self.runner = ModelRunner(
             model, model_config, num_blocks=num_blocks, block_size=args.block_size,
-            device=self.device, dtype=self.dtype,
+            device=self.device, dtype=self.kv_cache_dtype,
             max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len,  # sizes the CUDA-graph buffers
         )
         self.vocab_size = min(vocab_size or model_config.vocab_size, model_config.vocab_size)

@@ -28,6 +28,9 @@ class Kernels:
     store_kvcache: Callable[..., None]
     rms_norm: Callable[..., torch.Tensor]
     rotary: Callable[..., torch.Tensor]
+    # block-FP8 GEMMs (issue 16): None in a set without them, whose models dequantize FP8 checkpoints at load
+    fp8_linear: Callable[..., torch.Tensor] | None = None
+    fp8_moe: Callable[..., torch.Tensor] | None = None
 
     def warm_up(self, lm_head: torch.Tensor) -> None:
         """Prepare for serving once the weights are loaded: native CPU kernels built, the lm_head timed."""
@@ -54,6 +57,8 @@ def triton_kernels() -> Kernels:
     """
     # imported here, not at the top: triton is optional and CPU-only installs never import it
     from qwen3_api.kernels import triton_attention, triton_moe, triton_norm, triton_rotary
+    from qwen3_api.kernels.triton_fp8_linear import fp8_linear
+    from qwen3_api.kernels.triton_fp8_moe import fused_moe_fp8
 
     return Kernels(
         name="triton",
@@ -63,6 +68,8 @@ def triton_kernels() -> Kernels:
         store_kvcache=triton_attention.store_kvcache,
         rms_norm=triton_norm.rms_norm,
         rotary=triton_rotary.rotary,
+        fp8_linear=fp8_linear,
+        fp8_moe=fused_moe_fp8,
     )
 
 

@@ -27,7 +27,13 @@ def _device_name() -> str:
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+    names = {
+        torch.bfloat16: "bf16",
+        torch.float16: "fp16",
+        torch.float32: "fp32",
+        torch.float8_e4m3fn: "fp8_w8a8",
+    }  # fp8: the block-FP8 experts of triton_fp8_moe.py
+    return names.get(dtype, str(dtype))
 
 
 def config_file_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> str:

@@ -9,13 +9,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from qwen3_api.kernels.fp8_kv import dequantize_kv, is_fp8, store_fp8
 from qwen3_api.kernels.metadata import AttentionMetadata
+
+KVScales = tuple[torch.Tensor | None, torch.Tensor | None] | None  # (k_scale, v_scale) of an FP8 cache
 
 
 def store_kvcache(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Write k, v [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]."""
+    """Write k, v [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]; an FP8
+    cache stores value / scale (per-tensor k_scale, v_scale: float32 [1]; fp8_kv.py)."""
+    if is_fp8(k_cache):
+        store_fp8(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+        return
     num_kv_heads, head_dim = k_cache.shape[-2:]
     k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
     v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
@@ -35,16 +49,23 @@ def paged_attention(
     *,
     k: torch.Tensor | None = None,
     v: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of q [T, Hq, D] over each sequence's paged history -> [T, Hq, D].
 
     The new tokens' K/V must already be in the cache (store_kvcache). When k, v [T, Hkv, D] of the new tokens
     are also given, a sequence with no earlier history attends to them directly instead of gathering blocks.
     Single-token sequences (decodes) are batched into one SDPA call, also inside a mixed prefill batch.
+    An FP8 cache is read back through its per-tensor scales (and always read: a prompt then sees the same
+    rounded K/V whether it was just computed or came from the prefix cache).
     """
+    kv_scales: KVScales = (k_scale, v_scale) if is_fp8(k_cache) else None
+    if kv_scales is not None:
+        k = v = None
     if attn.is_decode:
         return _decode_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.context_lens_cpu,
-                                 scale)  # fmt: skip
+                                 scale, kv_scales)  # fmt: skip
     out = torch.empty_like(q)
     decodes: list[int] = []  # sequence indices of single-token queries with a history
     decode_rows: list[int] = []  # and where their token sits in the flat batch
@@ -56,7 +77,7 @@ def paged_attention(
         else:
             new_kv = (k[start : start + q_len], v[start : start + q_len]) if k is not None and v is not None else None
             out[start : start + q_len] = _prefill_attention(
-                q[start : start + q_len], k_cache, v_cache, attn.block_tables[b], ctx_len, scale, new_kv
+                q[start : start + q_len], k_cache, v_cache, attn.block_tables[b], ctx_len, scale, new_kv, kv_scales
             )
         start += q_len
     if decodes:
@@ -64,7 +85,7 @@ def paged_attention(
         seqs = torch.tensor(decodes, device=q.device)
         out[rows] = _decode_attention(
             q[rows], k_cache, v_cache, attn.block_tables.index_select(0, seqs), attn.context_lens.index_select(0, seqs),
-            [attn.context_lens_cpu[b] for b in decodes], scale,
+            [attn.context_lens_cpu[b] for b in decodes], scale, kv_scales,
         )  # fmt: skip
     return out
 
@@ -77,8 +98,10 @@ def _prefill_attention(
     ctx_len: int,
     scale: float,
     new_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    kv_scales: KVScales = None,
 ) -> torch.Tensor:
     """One sequence: q [n, Hq, D] are the last n of its ctx_len positions -> [n, Hq, D]."""
+    k_scale, v_scale = kv_scales or (None, None)
     q_len = q.shape[0]
     # 4-D [1, H, L, D]: with 3-D inputs CPU SDPA falls back to the slow math kernel
     qb = q.transpose(0, 1).unsqueeze(0)
@@ -95,8 +118,8 @@ def _prefill_attention(
         causal = False
     out = F.scaled_dot_product_attention(
         qb,
-        kb.transpose(0, 1).unsqueeze(0).to(q.dtype),
-        vb.transpose(0, 1).unsqueeze(0).to(q.dtype),
+        dequantize_kv(kb.transpose(0, 1).unsqueeze(0), k_scale, q.dtype),
+        dequantize_kv(vb.transpose(0, 1).unsqueeze(0), v_scale, q.dtype),
         attn_mask=mask,
         is_causal=causal,
         scale=scale,
@@ -121,11 +144,13 @@ def _decode_attention(
     context_lens: torch.Tensor,
     context_lens_cpu: list[int],
     scale: float,
+    kv_scales: KVScales = None,
 ) -> torch.Tensor:
     """One query token per sequence, over groups of sequences of similar length (sorted, cache-sized)."""
     num_seqs = q.shape[0]
     if num_seqs == 1:
-        return _decode_group(q, k_cache, v_cache, block_tables, context_lens, context_lens_cpu[0], scale, True)
+        return _decode_group(q, k_cache, v_cache, block_tables, context_lens, context_lens_cpu[0], scale, True,
+                             kv_scales)  # fmt: skip
     order = sorted(range(num_seqs), key=context_lens_cpu.__getitem__)
     perm = torch.tensor(order, device=q.device)
     q, block_tables, context_lens = q[perm], block_tables[perm], context_lens[perm]
@@ -139,7 +164,7 @@ def _decode_attention(
             end += 1
         out[start:end] = _decode_group(
             q[start:end], k_cache, v_cache, block_tables[start:end], context_lens[start:end], lens[end - 1],
-            scale, lens[start] == lens[end - 1],
+            scale, lens[start] == lens[end - 1], kv_scales,
         )  # fmt: skip
         start = end
     return torch.empty_like(out).index_copy_(0, perm, out)
@@ -154,8 +179,10 @@ def _decode_group(
     max_context_len: int,
     scale: float,
     same_length: bool,
+    kv_scales: KVScales = None,
 ) -> torch.Tensor:
     """Gather the group's histories once, pad to the longest, mask (unless all equal), one SDPA call."""
+    k_scale, v_scale = kv_scales or (None, None)
     num_seqs = q.shape[0]
     num_blocks = -(-max_context_len // k_cache.shape[1])
     blocks = block_tables[:, :num_blocks].reshape(-1)
@@ -170,8 +197,8 @@ def _decode_group(
         mask = valid[:, None, None, :]
     out = F.scaled_dot_product_attention(
         q.view(num_seqs, q.shape[1], 1, q.shape[-1]),
-        kb.to(q.dtype),
-        vb.to(q.dtype),
+        dequantize_kv(kb, k_scale, q.dtype),
+        dequantize_kv(vb, v_scale, q.dtype),
         attn_mask=mask,
         scale=scale,
         enable_gqa=True,

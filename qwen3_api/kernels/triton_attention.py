@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from qwen3_api.kernels.metadata import AttentionMetadata
+from qwen3_api.kernels.triton_fp8 import to_fp8_grid
 from qwen3_api.kernels.triton_utils import interpreting
 
 _LOG2E = 1.4426950408889634
@@ -38,11 +39,12 @@ _LOG2E = 1.4426950408889634
 
 @triton.jit
 def _store_kvcache_kernel(
-    k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
+    k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
     stride_kt, stride_vt, stride_ct,
-    ROW: tl.constexpr, BLOCK: tl.constexpr,
+    ROW: tl.constexpr, BLOCK: tl.constexpr, KV_FP8: tl.constexpr,
 ):  # fmt: skip
-    """Copy one token's Hkv*D K and V values to its slot; a negative slot (CUDA-graph padding) is skipped."""
+    """Copy one token's Hkv*D K and V values to its slot; a negative slot (CUDA-graph padding) is skipped.
+    KV_FP8: the cache stores value / scale on the float8_e4m3fn grid (saturating; fp8_kv.py)."""
     t = tl.program_id(0)
     slot = tl.load(slot_ptr + t).to(tl.int64)
     if slot < 0:
@@ -51,14 +53,25 @@ def _store_kvcache_kernel(
     mask = offs < ROW
     k = tl.load(k_ptr + t * stride_kt + offs, mask=mask)
     v = tl.load(v_ptr + t * stride_vt + offs, mask=mask)
+    if KV_FP8:
+        k = to_fp8_grid(k.to(tl.float32) / tl.load(k_scale_ptr))
+        v = to_fp8_grid(v.to(tl.float32) / tl.load(v_scale_ptr))
     tl.store(k_cache_ptr + slot * stride_ct + offs, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
     tl.store(v_cache_ptr + slot * stride_ct + offs, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
 
 def store_kvcache(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Write k, v [T, Hkv, D] into the paged caches at slot_mapping [T] (slots < 0 are skipped)."""
+    """Write k, v [T, Hkv, D] into the paged caches at slot_mapping [T] (slots < 0 are skipped); an FP8 cache
+    stores value / scale (k_scale, v_scale: float32 [1] on the device; without them, 1)."""
     num_tokens = k.shape[0]
     if num_tokens == 0:
         return
@@ -68,21 +81,33 @@ def store_kvcache(
     # Rows may be strided views of a fused qkv projection; only the inner [Hkv, D] must be dense.
     k = k if k.stride(2) == 1 and k.stride(1) == k.shape[2] else k.contiguous()
     v = v if v.stride(2) == 1 and v.stride(1) == v.shape[2] else v.contiguous()
+    k_scale, v_scale, kv_fp8 = _kv_scales(k_cache, k_scale, v_scale)
     _store_kvcache_kernel[(num_tokens,)](
-        k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0), row,
-        ROW=row, BLOCK=triton.next_power_of_2(row),
+        k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale, k.stride(0), v.stride(0), row,
+        ROW=row, BLOCK=triton.next_power_of_2(row), KV_FP8=kv_fp8,
     )  # fmt: skip
+
+
+def _kv_scales(
+    cache: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(k_scale, v_scale, whether the cache is FP8): scales of 1 stand in for missing ones (allocated here, so
+    graph-captured callers pass their own, as the model does)."""
+    kv_fp8 = cache.dtype == torch.float8_e4m3fn
+    one = None if k_scale is not None and v_scale is not None else torch.ones(1, device=cache.device)
+    return (k_scale if k_scale is not None else one), (v_scale if v_scale is not None else one), kv_fp8
 
 
 @triton.jit
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, o_ptr,
-    cu_seqlens_ptr, context_lens_ptr, block_tables_ptr,
+    cu_seqlens_ptr, context_lens_ptr, block_tables_ptr, k_scale_ptr, v_scale_ptr,
     sm_scale_log2,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_cb, stride_cs, stride_ch, stride_bt,
     BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):  # fmt: skip
     """Causal attention of one query tile of one sequence and one query head over the paged history."""
     pid_m = tl.program_id(0)
@@ -106,6 +131,8 @@ def _prefill_kernel(
     q_pos = offset + offs_m
     if DOT_F32:
         q = q.to(tl.float32)
+    if KV_FP8:  # K = cache * k_scale: the scale joins the softmax scale
+        sm_scale_log2 = sm_scale_log2 * tl.load(k_scale_ptr)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -119,6 +146,8 @@ def _prefill_kernel(
         block = tl.load(table + kv_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
         base = block * stride_cb + (kv_pos % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
         k = tl.load(k_cache_ptr + base[None, :] + offs_d[:, None], mask=kv_mask[None, :], other=0.0)
+        if KV_FP8:
+            k = k.to(q_ptr.dtype.element_ty)
         if DOT_F32:
             k = k.to(tl.float32)
         s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale_log2
@@ -131,14 +160,21 @@ def _prefill_kernel(
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_cache_ptr + base[:, None] + offs_d[None, :], mask=kv_mask[:, None], other=0.0)
-        # P is rounded to the cache dtype as on the GPU (FlashAttention does the same) before P.V.
-        p = p.to(v_cache_ptr.dtype.element_ty)
+        # P is rounded to the cache dtype as on the GPU (FlashAttention does the same) before P.V; with an FP8
+        # cache, to the query dtype (FP8 is the cache's storage only), V upcast alike.
+        if KV_FP8:
+            p = p.to(q_ptr.dtype.element_ty)
+            v = v.to(q_ptr.dtype.element_ty)
+        else:
+            p = p.to(v_cache_ptr.dtype.element_ty)
         if DOT_F32:
             p = p.to(tl.float32)
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=DOT_PRECISION)
         m_i = m_new
     acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    if KV_FP8:
+        acc = acc * tl.load(v_scale_ptr)
     o_rows = (q_start + offs_m).to(tl.int64)
     tl.store(o_ptr + o_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
              acc.to(o_ptr.dtype.element_ty), mask=m_mask[:, None])  # fmt: skip
@@ -147,12 +183,13 @@ def _prefill_kernel(
 @triton.jit
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, part_o_ptr, part_ml_ptr,
-    context_lens_ptr, block_tables_ptr,
+    context_lens_ptr, block_tables_ptr, k_scale_ptr, v_scale_ptr,
     sm_scale_log2,
     stride_qt, stride_qh,
     stride_cb, stride_cs, stride_ch, stride_bt,
     NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):  # fmt: skip
     """Partial attention of the G query heads of one KV head of one sequence over one range of its history.
 
@@ -175,6 +212,8 @@ def _decode_split_kernel(
                 mask=g_mask[:, None], other=0.0)  # fmt: skip
     if DOT_F32:
         q = q.to(tl.float32)
+    if KV_FP8:  # K = cache * k_scale: the scale joins the softmax scale
+        sm_scale_log2 = sm_scale_log2 * tl.load(k_scale_ptr)
 
     m_i = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_G,), dtype=tl.float32)
@@ -186,6 +225,8 @@ def _decode_split_kernel(
         block = tl.load(table + kv_pos // BLOCK_SIZE, mask=kv_mask, other=0).to(tl.int64)
         base = block * stride_cb + (kv_pos % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
         k = tl.load(k_cache_ptr + base[None, :] + offs_d[:, None], mask=kv_mask[None, :], other=0.0)
+        if KV_FP8:
+            k = k.to(q_ptr.dtype.element_ty)
         if DOT_F32:
             k = k.to(tl.float32)
         s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale_log2
@@ -195,14 +236,21 @@ def _decode_split_kernel(
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_cache_ptr + base[:, None] + offs_d[None, :], mask=kv_mask[:, None], other=0.0)
-        # P is rounded to the cache dtype as on the GPU (FlashAttention does the same) before P.V.
-        p = p.to(v_cache_ptr.dtype.element_ty)
+        # P is rounded to the cache dtype as on the GPU (FlashAttention does the same) before P.V; with an FP8
+        # cache, to the query dtype (FP8 is the cache's storage only), V upcast alike.
+        if KV_FP8:
+            p = p.to(q_ptr.dtype.element_ty)
+            v = v.to(q_ptr.dtype.element_ty)
+        else:
+            p = p.to(v_cache_ptr.dtype.element_ty)
         if DOT_F32:
             p = p.to(tl.float32)
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=DOT_PRECISION)
         m_i = m_new
 
+    if KV_FP8:  # V = cache * v_scale (linear: the merge's weights are unchanged)
+        acc = acc * tl.load(v_scale_ptr)
     # partial buffers: o [B, Hq, S, D] float32, ml [B, Hq, S, 2] float32
     row = (seq.to(tl.int64) * num_kv_heads * GROUP + heads) * NUM_SPLITS + split
     tl.store(part_o_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None])
@@ -268,8 +316,11 @@ def prefill_attention(
     scale: float,
     block_m: int = 64,
     block_n: int = 64,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal attention for a flat batch of variable-length queries over their paged histories."""
+    """Causal attention for a flat batch of variable-length queries over their paged histories (an FP8 cache
+    read through its per-tensor scales)."""
     q = q if q.stride(-1) == 1 else q.contiguous()
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
@@ -279,13 +330,15 @@ def prefill_attention(
         return out
     block_m = max(16, min(block_m, triton.next_power_of_2(max_query_len)))
     grid = (triton.cdiv(max_query_len, block_m), num_seqs, num_heads)
+    k_scale, v_scale, kv_fp8 = _kv_scales(k_cache, k_scale, v_scale)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables,
+        q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables, k_scale, v_scale,
         scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         BLOCK_SIZE=k_cache.shape[1], GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim,
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=_dot_precision(q.dtype), DOT_F32=interpreting(),
+        KV_FP8=kv_fp8,
     )  # fmt: skip
     return out
 
@@ -299,8 +352,11 @@ def decode_attention(
     scale: float,
     num_splits: int | None = None,
     block_n: int = 64,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One query per sequence (q [B, Hq, D]) over its paged history, split-KV with GQA head packing."""
+    """One query per sequence (q [B, Hq, D]) over its paged history, split-KV with GQA head packing (an FP8
+    cache read through its per-tensor scales)."""
     q = q if q.stride(-1) == 1 else q.contiguous()
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
@@ -311,14 +367,15 @@ def decode_attention(
     splits = num_splits or default_num_splits(num_seqs, num_kv_heads)
     part_o = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32, device=q.device)
     part_ml = torch.empty(num_seqs, num_heads, splits, 2, dtype=torch.float32, device=q.device)
+    k_scale, v_scale, kv_fp8 = _kv_scales(k_cache, k_scale, v_scale)
     _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
-        q, k_cache, v_cache, part_o, part_ml, context_lens, block_tables,
+        q, k_cache, v_cache, part_o, part_ml, context_lens, block_tables, k_scale, v_scale,
         scale * _LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         NUM_SPLITS=splits, BLOCK_SIZE=k_cache.shape[1], GROUP=group, HEAD_DIM=head_dim,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n,
-        DOT_PRECISION=_dot_precision(q.dtype), DOT_F32=interpreting(),
+        DOT_PRECISION=_dot_precision(q.dtype), DOT_F32=interpreting(), KV_FP8=kv_fp8,
     )  # fmt: skip
     _decode_merge_kernel[(num_seqs, num_heads)](
         part_o, part_ml, out, out.stride(0), out.stride(1),
@@ -336,11 +393,15 @@ def paged_attention(
     *,
     k: torch.Tensor | None = None,
     v: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of q [T, Hq, D] over each sequence's paged history (new K/V already stored; the
-    contract's optional k=, v= of the new tokens are not needed: the kernels read the cache)."""
+    contract's optional k=, v= of the new tokens are not needed: the kernels read the cache). An FP8 cache is
+    read through its per-tensor k_scale, v_scale."""
+    scales = {"k_scale": k_scale, "v_scale": v_scale}
     if attn.is_decode:
-        return decode_attention(q, k_cache, v_cache, attn.context_lens, attn.block_tables, scale)
+        return decode_attention(q, k_cache, v_cache, attn.context_lens, attn.block_tables, scale, **scales)
     return prefill_attention(
         q,
         k_cache,
@@ -350,4 +411,5 @@ def paged_attention(
         attn.block_tables,
         attn.max_query_len,
         scale,
+        **scales,
     )

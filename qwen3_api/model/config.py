@@ -72,6 +72,11 @@ class ModelConfig:
     mlp_only_layers: list[int] = field(default_factory=list)
     eos_token_ids: list[int] = field(default_factory=list)
     bos_token_id: int | None = None
+    # config.json's quantization_config as written (block FP8: model/fp8.py reads and validates it); None when
+    # the checkpoint is not quantized
+    quantization_config: dict[str, Any] | None = None
+    # the served weights' quantization as catalogs name it: "fp8" for block-FP8 checkpoints
+    quantization: str | None = None
 
     @property
     def is_moe(self) -> bool:
@@ -156,6 +161,9 @@ class ModelConfig:
             mlp_only_layers=[int(i) for i in (d.get("mlp_only_layers") or [])],
             eos_token_ids=_eos_ids(d, generation_config),
             bos_token_id=d.get("bos_token_id"),
+            quantization_config=d.get("quantization_config") or None,
+            # block-FP8 checkpoints are "fp8" in catalogs (OpenRouter's quantization), even where dequantized
+            quantization="fp8" if (d.get("quantization_config") or {}).get("quant_method") == "fp8" else None,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ several; the loader maps the checkpoint's separate tensors into their row ranges
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from qwen3_api.kernels import Kernels, transposed_weights
 from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
+from qwen3_api.model.fp8 import Fp8Plan, fp8_experts, fp8_projection, project
 
 
 def empty_param(*shape: int, device: Any, dtype: torch.dtype) -> nn.Parameter:
@@ -33,6 +35,19 @@ def weight_param(*shape: int, device: Any, dtype: torch.dtype) -> nn.Parameter:
     *lead, out, inp = shape
     storage = torch.empty(*lead, inp, out, device=device, dtype=dtype)
     return nn.Parameter(storage.transpose(-1, -2), requires_grad=False)
+
+
+def projection(
+    modules: Sequence[str], part_rows: Sequence[int], cols: int, *, fp8: Fp8Plan | None, device: Any, dtype: torch.dtype
+) -> nn.Module:
+    """A projection holder with ``weight`` [sum(part_rows), cols] merging the checkpoint's ``modules`` (HF names,
+    in row order): FP8 with its block scales when the model keeps them in FP8 (model/fp8.py), else weight_param."""
+    holder = nn.Module()
+    if fp8 is not None and fp8.holds_fp8(modules, part_rows):
+        fp8_projection(holder, sum(part_rows), cols, fp8.config, device)
+    else:
+        holder.weight = weight_param(sum(part_rows), cols, device=device, dtype=dtype)
+    return holder
 
 
 class RMSNorm(nn.Module):
@@ -106,7 +121,15 @@ class RotaryEmbedding(nn.Module):
 class Qwen3Attention(nn.Module):
     """GQA with per-head RMSNorm on q and k before RoPE, over the engine's paged KV cache."""
 
-    def __init__(self, config: ModelConfig, *, device: Any = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+        fp8: Fp8Plan | None = None,
+        prefix: str = "",
+    ):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -115,14 +138,17 @@ class Qwen3Attention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
         kw = {"device": device, "dtype": dtype}
-        self.qkv_proj = nn.Module()
-        self.qkv_proj.weight = weight_param(self.q_size + 2 * self.kv_size, config.hidden_size, **kw)
+        qkv = [f"{prefix}q_proj", f"{prefix}k_proj", f"{prefix}v_proj"]
+        sizes = [self.q_size, self.kv_size, self.kv_size]
+        self.qkv_proj = projection(qkv, sizes, config.hidden_size, fp8=fp8, **kw)
         self.qkv_proj.bias = empty_param(self.q_size + 2 * self.kv_size, **kw) if config.attention_bias else None
-        self.o_proj = nn.Module()
-        self.o_proj.weight = weight_param(config.hidden_size, self.q_size, **kw)
+        self.o_proj = projection([f"{prefix}o_proj"], [config.hidden_size], self.q_size, fp8=fp8, **kw)
         self.o_proj.bias = empty_param(config.hidden_size, **kw) if config.attention_bias else None
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, **kw)
+        # per-tensor scales of an FP8 KV cache (stored = value / scale); ignored by caches of other dtypes
+        self.register_buffer("k_scale", torch.ones(1, device=device), persistent=False)
+        self.register_buffer("v_scale", torch.ones(1, device=device), persistent=False)
 
     def forward(
         self,
@@ -133,7 +159,7 @@ class Qwen3Attention(nn.Module):
         kernels: Kernels,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        qkv = kernels.linear(hidden, self.qkv_proj.weight, self.qkv_proj.bias)
+        qkv = project(self.qkv_proj, hidden, kernels)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim), kernels)
         k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim), kernels)
@@ -141,43 +167,63 @@ class Qwen3Attention(nn.Module):
         cos, sin = cos_sin  # rotate_half layout, one launch each on CUDA
         q, k = kernels.rotary(q, cos, sin), kernels.rotary(k, cos, sin)
         k_cache, v_cache = kv_cache
-        kernels.store_kvcache(k, v, k_cache, v_cache, attn.slot_mapping)
-        out = kernels.paged_attention(q, k_cache, v_cache, attn, self.scale, k=k, v=v)
-        return kernels.linear(out.reshape(num_tokens, self.q_size), self.o_proj.weight, self.o_proj.bias)
+        scales = {"k_scale": self.k_scale, "v_scale": self.v_scale}
+        kernels.store_kvcache(k, v, k_cache, v_cache, attn.slot_mapping, **scales)
+        out = kernels.paged_attention(q, k_cache, v_cache, attn, self.scale, k=k, v=v, **scales)
+        return project(self.o_proj, out.reshape(num_tokens, self.q_size), kernels)
 
 
 class Qwen3MLP(nn.Module):
     """Dense SwiGLU: down(silu(gate(x)) * up(x)), gate and up merged in gate_up_proj."""
 
-    def __init__(self, hidden: int, inter: int, *, device: Any = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        hidden: int,
+        inter: int,
+        *,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+        fp8: Fp8Plan | None = None,
+        prefix: str = "",
+    ):
         super().__init__()
         self.inter = inter
-        self.gate_up_proj = nn.Module()
-        self.gate_up_proj.weight = weight_param(2 * inter, hidden, device=device, dtype=dtype)
-        self.down_proj = nn.Module()
-        self.down_proj.weight = weight_param(hidden, inter, device=device, dtype=dtype)
+        kw = {"fp8": fp8, "device": device, "dtype": dtype}
+        self.gate_up_proj = projection([f"{prefix}gate_proj", f"{prefix}up_proj"], [inter, inter], hidden, **kw)
+        self.down_proj = projection([f"{prefix}down_proj"], [hidden], inter, **kw)
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
-        gate_up = kernels.linear(x, self.gate_up_proj.weight)
-        return kernels.linear(F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :], self.down_proj.weight)
+        gate_up = project(self.gate_up_proj, x, kernels)
+        return project(self.down_proj, F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :], kernels)
 
 
 class Qwen3SparseMoeBlock(nn.Module):
     """Softmax router over all experts (float32), top-k, optional renormalisation, routed SwiGLU experts."""
 
-    def __init__(self, config: ModelConfig, *, device: Any = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+        fp8: Fp8Plan | None = None,
+        prefix: str = "",
+    ):
         super().__init__()
         self.top_k = config.num_experts_per_tok
         self.norm_topk_prob = config.norm_topk_prob
         num_experts, hidden, inter = config.num_experts, config.hidden_size, config.moe_intermediate_size
-        self.gate = nn.Module()
-        self.gate.weight = weight_param(num_experts, hidden, device=device, dtype=dtype)
-        self.w13 = weight_param(num_experts, 2 * inter, hidden, device=device, dtype=dtype)
-        self.w2 = weight_param(num_experts, hidden, inter, device=device, dtype=dtype)
+        self.gate = projection([f"{prefix}gate"], [num_experts], hidden, fp8=fp8, device=device, dtype=dtype)
+        experts = [f"{prefix}experts.{j}.{p}" for j in range(num_experts) for p in ("gate_proj", "up_proj", "down_proj")]
+        if fp8 is not None and fp8.keep_fp8 and fp8.converted(experts):
+            fp8_experts(self, num_experts, hidden, inter, fp8.config, device)
+        else:
+            self.w13 = weight_param(num_experts, 2 * inter, hidden, device=device, dtype=dtype)
+            self.w2 = weight_param(num_experts, hidden, inter, device=device, dtype=dtype)
 
     def route(self, x: torch.Tensor, kernels: Kernels) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, H] -> (topk_weights [T, K] float32, topk_ids [T, K])."""
-        probs = torch.softmax(kernels.linear(x, self.gate.weight), dim=-1, dtype=torch.float32)
+        probs = torch.softmax(project(self.gate, x, kernels), dim=-1, dtype=torch.float32)
         weights, ids = torch.topk(probs, self.top_k, dim=-1)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -185,4 +231,7 @@ class Qwen3SparseMoeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
         weights, ids = self.route(x, kernels)
+        if hasattr(self, "w13_scale_inv"):  # FP8 experts (model/fp8.py)
+            scales = (self.w13_scale_inv, self.w2_scale_inv, self.fp8_block)
+            return kernels.fp8_moe(x, self.w13, self.w2, *scales, weights, ids)
         return kernels.fused_moe(x, self.w13, self.w2, weights, ids)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,26 +18,15 @@ from tqdm.auto import tqdm
 
 from qwen3_api.model.config import ModelConfig, parse_dtype
 from qwen3_api.model.errors import CheckpointError
+from qwen3_api.model.fp8 import SCALE_SUFFIX
+from qwen3_api.model.fp8_loader import Fp8Copier, add_scale_targets
 from qwen3_api.model.qwen3 import Qwen3ForCausalLM
 from qwen3_api.model.safetensors_mmap import SafetensorsFile, SafetensorsFormatError
+from qwen3_api.model.tensor_target import TensorTarget
 
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MAX_NAMES = 5
-
-
-@dataclass(slots=True)
-class TensorTarget:
-    """Where one checkpoint tensor goes: rows [row_start, row_start + rows) of param (or of param[expert])."""
-
-    param: torch.Tensor
-    expert: int | None = None
-    row_start: int = 0
-    rows: int | None = None
-
-    def view(self) -> torch.Tensor:
-        dest = self.param if self.expert is None else self.param[self.expert]
-        return dest if self.rows is None else dest.narrow(0, self.row_start, self.rows)
 
 
 def checkpoint_layout(model: Qwen3ForCausalLM) -> dict[str, TensorTarget]:
@@ -49,6 +37,8 @@ def checkpoint_layout(model: Qwen3ForCausalLM) -> dict[str, TensorTarget]:
     for name, param in params.items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # tied: the checkpoint stores the embedding only
+        if name.endswith(SCALE_SUFFIX):
+            continue  # FP8 block scales: laid out with their weights by add_scale_targets below
         prefix, _, leaf = name.rpartition(".")
         if prefix.endswith("self_attn.qkv_proj"):
             base = prefix.removesuffix("qkv_proj")
@@ -69,6 +59,7 @@ def checkpoint_layout(model: Qwen3ForCausalLM) -> dict[str, TensorTarget]:
                 layout[f"{prefix}.experts.{j}.down_proj.weight"] = TensorTarget(param, j)
         else:
             layout[name] = TensorTarget(param)
+    add_scale_targets(model, layout)  # FP8 checkpoints: each converted weight's weight_scale_inv
     return layout
 
 
@@ -157,8 +148,9 @@ def load_weights(model: Qwen3ForCausalLM, path: Path, *, progress: bool = True) 
         # copies are memory-bound: one thread is as fast, and parallel copies of ~1 MB tensors stall on
         # busy machines (4x slower measured with 2 threads on 2 loaded cores)
         torch.set_num_threads(1)
+        fp8 = Fp8Copier(model, layout, files) if model.fp8 is not None else None
         try:
-            _copy_all(files, layout, bar)
+            _copy_all(files, layout, bar, fp8)
         finally:
             torch.set_num_threads(threads)
         bar.close()
@@ -169,15 +161,19 @@ def load_weights(model: Qwen3ForCausalLM, path: Path, *, progress: bool = True) 
             f.close()
 
 
-def _copy_all(files: list[SafetensorsFile], layout: dict[str, TensorTarget], bar: tqdm) -> None:
-    """Copy each tensor into its parameter in file order, giving the mapped pages back as we go."""
+def _copy_all(
+    files: list[SafetensorsFile], layout: dict[str, TensorTarget], bar: tqdm, fp8: Fp8Copier | None = None
+) -> None:
+    """Copy each tensor into its parameter in file order, giving the mapped pages back as we go (FP8 weights
+    that the model holds in its own dtype are dequantized on the way by ``fp8``)."""
     with torch.no_grad():
         for f in files:
             for name in f.names_by_offset():
                 target = layout.get(name)
                 if target is not None:  # else a tied lm_head.weight
                     src = f.view(name)
-                    _copy_into(target.view(), src)
+                    if fp8 is None or not fp8.copy(name, target, src):
+                        _copy_into(target.view(), src)
                     del src
                     bar.update(1)
                 f.release_through(name)

@@ -11,6 +11,7 @@ from torch import nn
 from qwen3_api.kernels import Kernels, select_kernels
 from qwen3_api.kernels.metadata import AttentionMetadata
 from qwen3_api.model.config import ModelConfig
+from qwen3_api.model.fp8 import Fp8Plan
 from qwen3_api.model.layers import (
     Qwen3Attention,
     Qwen3MLP,
@@ -25,15 +26,19 @@ from qwen3_api.model.layers import (
 class Qwen3DecoderLayer(nn.Module):
     """Pre-norm attention then pre-norm MLP (dense or sparse MoE), each with a residual."""
 
-    def __init__(self, config: ModelConfig, layer_idx: int, *, device: Any, dtype: torch.dtype):
+    def __init__(
+        self, config: ModelConfig, layer_idx: int, *, device: Any, dtype: torch.dtype, fp8: Fp8Plan | None = None
+    ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.self_attn = Qwen3Attention(config, **kw)
+        prefix = f"model.layers.{layer_idx}."  # the checkpoint's module names, for the FP8 plan
+        self.self_attn = Qwen3Attention(config, fp8=fp8, prefix=f"{prefix}self_attn.", **kw)
         self.mlp: Qwen3MLP | Qwen3SparseMoeBlock
         if config.layer_is_moe(layer_idx):
-            self.mlp = Qwen3SparseMoeBlock(config, **kw)
+            self.mlp = Qwen3SparseMoeBlock(config, fp8=fp8, prefix=f"{prefix}mlp.", **kw)
         else:
-            self.mlp = Qwen3MLP(config.hidden_size, config.intermediate_size, **kw)
+            mlp_kw = {"fp8": fp8, "prefix": f"{prefix}mlp.", **kw}
+            self.mlp = Qwen3MLP(config.hidden_size, config.intermediate_size, **mlp_kw)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
 
@@ -44,12 +49,12 @@ class Qwen3DecoderLayer(nn.Module):
 
 
 class Qwen3Model(nn.Module):
-    def __init__(self, config: ModelConfig, *, device: Any, dtype: torch.dtype):
+    def __init__(self, config: ModelConfig, *, device: Any, dtype: torch.dtype, fp8: Fp8Plan | None = None):
         super().__init__()
         self.embed_tokens = nn.Module()
         self.embed_tokens.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
-            Qwen3DecoderLayer(config, i, device=device, dtype=dtype) for i in range(config.num_hidden_layers)
+            Qwen3DecoderLayer(config, i, device=device, dtype=dtype, fp8=fp8) for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
         self.rotary_emb = RotaryEmbedding(config, device=device)
@@ -74,7 +79,9 @@ class Qwen3ForCausalLM(nn.Module):
         self.config = config
         self.kernels = kernels or select_kernels(device if device is not None else "cpu")
         dtype = dtype or config.torch_dtype
-        self.model = Qwen3Model(config, device=device, dtype=dtype)
+        # block-FP8 checkpoints: which projections stay FP8 in memory (None when the checkpoint is not FP8)
+        self.fp8 = Fp8Plan.build(config, self.kernels, device if device is not None else "cpu")
+        self.model = Qwen3Model(config, device=device, dtype=dtype, fp8=self.fp8)
         self.lm_head = nn.Module()
         if config.tie_word_embeddings:
             # shared with the embedding, which keeps the row-major layout its row lookups need

@@ -28,6 +28,8 @@ DTYPES = {
     "I8": torch.int8,
     "U8": torch.uint8,
     "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,  # block-FP8 checkpoints (model/fp8.py)
+    "F8_E5M2": torch.float8_e5m2,
 }
 _PAGE = mmap.PAGESIZE
 _FAULT_AROUND = 256 * 1024  # Linux maps up to fault_around_bytes (64 KiB by default) around a fault

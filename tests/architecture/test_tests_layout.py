@@ -2,7 +2,7 @@
 ``helpers.py`` (no fixtures: those are in ``conftest.py``), and its imports are absolute and reach no test module
 and no conftest (``from tests.api.helpers import ...``, never ``from tests.api.conftest import ...``).
 
-Checked for the suites in SUITES; tests/engine, tests/model and tests/kernels are not there yet.
+Checked for every suite in SUITES.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-SUITES = ("api", "chat", "console", "demo", "e2e", "platform")
+SUITES = ("api", "chat", "console", "demo", "e2e", "engine", "kernels", "model", "platform")
 # Modules no test may import: a test module or a conftest (pytest imports those, tests do not).
 OFF_LIMITS = re.compile(r"tests(\.\w+)*\.(conftest|test_\w+)")
 
@@ -72,7 +72,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert [n for n in names if OFF_LIMITS.fullmatch(n)] == ["tests.api.conftest", "tests.e2e.conftest",
                                                              "tests.api.test_chat"]
     assert [level for _, level, _ in _imports(path)] == [0, 1, 0, 0]
-    assert not OFF_LIMITS.fullmatch("tests.api.helpers") and not OFF_LIMITS.fullmatch("tests.model.model_testutil")
+    assert not OFF_LIMITS.fullmatch("tests.api.helpers") and not OFF_LIMITS.fullmatch("tests.model.helpers")
     tree = ast.parse("@pytest.fixture\ndef a(): ...\n@pytest.fixture(scope='session')\ndef b(): ...\n"
                      "@fixture\ndef c(): ...\n@cache\ndef d(): ...\n")
     assert [node.name for node in tree.body if any(map(_is_fixture, node.decorator_list))] == ["a", "b", "c"]

@@ -14,7 +14,7 @@ from qwen3_api.demo import tiny
 from qwen3_api.demo.tokenizer import ADDED_TOKENS, SPECIAL_TOKENS, demo_chat_template
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.loader import load_model
-from tests.model.model_testutil import our_prefill_logits, random_seqs
+from tests.model.helpers import our_prefill_logits, random_seqs
 
 
 def _digest(path: Path) -> str:

@@ -17,7 +17,7 @@ from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.engine.llm_engine import default_max_model_len
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.loader import load_model
-from tests.model.model_testutil import TINY_MOE, hf_model, make_contiguous_metadata, random_seqs
+from tests.model.helpers import TINY_MOE, hf_model, make_contiguous_metadata, random_seqs
 
 # Qwen's own template (../shared) with the two edits the 2507 templates published on the Hub make: the
 # generation prompt (no switch / an opened thought) and, for Instruct, a history thought only when there is one.

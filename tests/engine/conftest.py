@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_testutil import TOKENIZER_VOCAB, HFGreedy, assert_no_leaks
 
 from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.llm_engine import LLMEngine
 from qwen3_api.model.loader import load_model
+from tests.engine.helpers import TOKENIZER_VOCAB, HFGreedy, assert_no_leaks
 
   # the real tokenizer; the checkpoint pads to 151,936
 

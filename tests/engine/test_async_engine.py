@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from engine_testutil import TOKENIZER_VOCAB, assert_no_leaks
 
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.async_engine import AsyncLLMEngine
@@ -13,6 +12,7 @@ from qwen3_api.engine.exceptions import EngineError, PromptTooLongError
 from qwen3_api.engine.llm_engine import LLMEngine
 from qwen3_api.engine.protocol import EngineClient
 from qwen3_api.engine.sampling_params import SamplingParams
+from tests.engine.helpers import TOKENIZER_VOCAB, assert_no_leaks
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from engine_testutil import run_to_completion
 
 from qwen3_api.engine.sampling_params import SamplingParams
+from tests.engine.helpers import run_to_completion
 
 MAX_NEW = 8
 

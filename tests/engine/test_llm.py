@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from engine_testutil import assert_no_leaks
 
 from qwen3_api import LLM, SamplingParams
+from tests.engine.helpers import assert_no_leaks
 
 
 @pytest.fixture(scope="module")

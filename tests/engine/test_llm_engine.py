@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from engine_testutil import TOKENIZER_VOCAB, run_to_completion
 
 from qwen3_api.engine.exceptions import PromptTooLongError
 from qwen3_api.engine.sampling_params import SamplingParams
+from tests.engine.helpers import TOKENIZER_VOCAB, run_to_completion
 
 
 def _random_prompt(rng: random.Random, n: int) -> list[int]:

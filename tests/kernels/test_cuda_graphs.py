@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 import torch
-from kernel_testutil import tiny_model, triton_kernels
 
 from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner, default_buckets
 from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.kernels.metadata import AttentionMetadata
+from tests.kernels.helpers import tiny_model, triton_kernels
 
 BLOCK = 16
 

@@ -7,13 +7,13 @@ the ModelRunner wiring (ids, positions, metadata, padding to a bucket) without a
 from __future__ import annotations
 
 import torch
-from kernel_testutil import tiny_model, triton_kernels
 
 from qwen3_api.engine.args import EngineArgs
 from qwen3_api.engine.cuda_graphs import CudaGraphDecodeRunner
 from qwen3_api.engine.llm_engine import LLMEngine
 from qwen3_api.engine.sampling_params import SamplingParams
 from qwen3_api.kernels import torch_kernels
+from tests.kernels.helpers import tiny_model, triton_kernels
 
 PROMPTS = [[5, 9, 13, 2, 7], [100, 3], [64, 64, 1, 8, 9, 30, 31, 2, 17, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
 

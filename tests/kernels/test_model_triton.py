@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from kernel_testutil import tiny_model, triton_kernels
 
 from qwen3_api.engine.kv_cache import allocate_kv_cache
 from qwen3_api.kernels import torch_kernels
 from qwen3_api.kernels.metadata import AttentionMetadata
+from tests.kernels.helpers import tiny_model, triton_kernels
 
 BLOCK = 16
 

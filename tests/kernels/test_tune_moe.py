@@ -40,3 +40,25 @@ def test_candidate_space_prunes_tall_tiles_for_small_batches():
 def test_refuses_without_cuda(capsys):
     assert tune_moe.main(["--batch-sizes", "1"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_cpu_smoke_fp8_writes_the_w8a8_table_the_fp8_moe_reads(tmp_path):
+    """--dtype fp8: the block-FP8 MoE timed and checked against its float32 reference, its own table written
+    after each batch size, every config with the weight block as BLOCK_SIZE_K."""
+    assert tune_moe.main(["--cpu-smoke", "--dtype", "fp8", "--batch-sizes", "2", "--out-dir", str(tmp_path)]) == 0
+    [table] = tmp_path.glob("*.json")
+    assert table.name == "E=4,N=32,dtype=fp8_w8a8,device_name=cpu.json"
+    doc = json.loads(table.read_text())
+    assert doc["shape"]["weight_block_size"] == [16, 16] and set(doc["configs"]) == {"2"}
+    assert all(c["BLOCK_SIZE_K"] == 16 for c in doc["configs"].values())
+    chosen = moe_config_table.get_moe_config(2, 4, 32, torch.float8_e4m3fn, device_name="cpu", config_dir=tmp_path)
+    assert chosen == doc["configs"]["2"]
+
+
+def test_quick_space_is_a_small_subset_of_the_full_one():
+    for m in (1, 64, 4096):
+        full = tune_moe.candidate_configs(m, 128, 8)
+        quick = tune_moe.candidate_configs(m, 128, 8, quick=True)
+        assert quick and all(c in full for c in quick) and 4 * len(quick) <= len(full)
+    fp8 = tune_moe.candidate_configs(256, 128, 8, quick=True, block_k=128)
+    assert fp8 and {c["BLOCK_SIZE_K"] for c in fp8} == {128}

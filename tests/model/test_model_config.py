@@ -10,22 +10,10 @@ import torch
 
 from qwen3_api.model.config import ConfigError, ModelConfig
 from qwen3_api.model.layers import rope_inv_freq
+from tests.model.helpers import TINY_MOE
 
-BASE = {
-    "architectures": ["Qwen3MoeForCausalLM"],
-    "vocab_size": 300,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "moe_intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 32,
-    "num_experts": 8,
-    "num_experts_per_tok": 2,
-    "rope_theta": 1000000.0,
-    "max_position_embeddings": 40960,
-}
+# The tests' tiny MoE with the real model's rope and context, the keys a config test reads.
+BASE = TINY_MOE | {"head_dim": 32, "rope_theta": 1000000.0, "max_position_embeddings": 40960}
 
 
 def test_real_config_fields(qwen3_tokenizer_dir: Path) -> None:

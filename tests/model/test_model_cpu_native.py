@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_testutil import native_cpu_ops, transposed_copy
 
 from qwen3_api.kernels import cpu_native, torch_linear
 from qwen3_api.kernels.torch_linear import CpuLinear
+from tests.model.helpers import native_cpu_ops, transposed_copy
 
 
 @pytest.fixture(scope="module")

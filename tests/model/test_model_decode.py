@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_testutil import (
+
+from qwen3_api.engine.kv_cache import allocate_kv_cache
+from qwen3_api.model.loader import load_model
+from tests.model.helpers import (
     TINY_DENSE,
     TINY_MOE,
     hf_model,
@@ -12,9 +15,6 @@ from model_testutil import (
     our_prefill_logits,
     random_seqs,
 )
-
-from qwen3_api.engine.kv_cache import allocate_kv_cache
-from qwen3_api.model.loader import load_model
 
 BLOCK = 4
 MAX_LEN = 64

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_testutil import TINY_MOE, hf_model
 from safetensors.torch import load_file, save_file
 
 from qwen3_api.demo.tiny import make_tiny_model
 from qwen3_api.model.config import ModelConfig
 from qwen3_api.model.loader import CheckpointError, expected_tensors, load_model
+from tests.model.helpers import TINY_MOE, hf_model
 
 REPO = Path(__file__).resolve().parents[2]
 

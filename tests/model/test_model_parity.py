@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from model_testutil import (
+
+from qwen3_api.model.loader import load_model
+from tests.model.helpers import (
     TINY_DENSE,
     TINY_MOE,
     hf_logits,
@@ -15,8 +17,6 @@ from model_testutil import (
     our_prefill_logits,
     random_seqs,
 )
-
-from qwen3_api.model.loader import load_model
 
 LENS = [5, 17, 1, 9]  # different lengths in one flat batch, including a single-token prompt
 

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from model_testutil import native_cpu_ops, transposed_copy
 
 from qwen3_api.kernels import cpu_native, select_kernels, torch_attention, torch_linear, torch_moe
 from qwen3_api.kernels.metadata import AttentionMetadata
+from tests.model.helpers import native_cpu_ops, transposed_copy
 
 
 def _naive_moe(hidden, w13, w2, weights, ids):
