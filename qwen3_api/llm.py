@@ -87,7 +87,8 @@ class LLM:
         from qwen3_api.model.loader import resolve_model_path
 
         if self._chat_tokenizer is None:
-            self._chat_tokenizer = ChatTokenizer.from_dir(resolve_model_path(self._model))
+            # (a GGUF file: the directory derived from it, with the --tokenizer override the engine was given)
+            self._chat_tokenizer = ChatTokenizer.from_dir(resolve_model_path(self._model, tokenizer=self.engine.args.tokenizer))
         tok = self._chat_tokenizer
         template = ChatTemplate(tok)
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)

@@ -12,7 +12,7 @@ _PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 def engine_precision(engine: Any) -> str | None:
     """The local engine's compute dtype (``fp32`` / ``bf16`` / ``fp16``): its "quantization" when it serves
     the weights unquantized; None when the engine does not say (a test double). Quantized weights report their
-    own name instead (``fp8``), as OpenRouter's endpoints do."""
+    own name instead (a GGUF file's type mix: ``Q4_K_M``), as OpenRouter's endpoints do."""
     quantization = getattr(getattr(engine, "model_config", None), "quantization", None)
     if isinstance(quantization, str) and quantization:
         return quantization

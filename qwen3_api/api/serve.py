@@ -133,7 +133,7 @@ def build_app(args: argparse.Namespace):  # noqa: ANN201 - FastAPI, imported laz
         args.model = str(ensure_demo_model())
         print(demo_banner(args.served_model_name), file=sys.stderr, flush=True)
         log.warning("serving the demo model (RANDOM weights) from %s as %s", args.model, args.served_model_name)
-    model_path = resolve_model_path(args.model)
+    model_path = resolve_model_path(args.model, tokenizer=engine_args.tokenizer)
     args.model = engine_args.model = str(model_path)
     engine = AsyncLLMEngine.from_args(engine_args)
     log.info("context length in force: %d tokens", engine.max_model_len)

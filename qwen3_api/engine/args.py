@@ -29,6 +29,7 @@ class EngineArgs:
     """
 
     model: str = ""
+    tokenizer: str | None = None  # GGUF only: tokenizer.json (+ tokenizer_config.json) instead of the file's
     dtype: str = "auto"  # auto: the checkpoint's dtype on CUDA, float32 on CPU (fast CPU kernels)
     device: str = "auto"  # auto: cuda when available, else cpu
     max_model_len: int | None = None  # default: the checkpoint's native context (32,768 for Qwen3-30B-A3B)
@@ -85,7 +86,11 @@ class EngineArgs:
         d = EngineArgs()
         g = parser.add_argument_group("engine")
         g.add_argument("--model", default=d.model,
-                       help="checkpoint directory or hub id (default: the built-in demo model, random weights)")
+                       help="checkpoint directory or hub id (default: the built-in demo model, random weights), or "
+                            "a GGUF file (FILE.gguf, a directory holding one, the first file of a split set)")
+        g.add_argument("--tokenizer", default=d.tokenizer,
+                       help="GGUF models: a directory with tokenizer.json and tokenizer_config.json (chat template) "
+                            "to use instead of the ones the file carries")
         g.add_argument("--dtype", default=d.dtype, choices=["auto", *_DTYPES],
                        help="auto: the checkpoint's dtype on CUDA, float32 on the CPU")
         g.add_argument("--device", default=d.device, help="auto (cuda when available) | cpu | cuda | cuda:N")

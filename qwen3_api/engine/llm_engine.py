@@ -94,7 +94,7 @@ class LLMEngine:
     def from_engine_args(cls, args: EngineArgs) -> LLMEngine:
         """Load the checkpoint (and its tokenizer.json when present) and size the KV cache."""
         device = args.resolve_device()
-        path = resolve_model_path(args.model)
+        path = resolve_model_path(args.model, tokenizer=args.tokenizer)
         native = ModelConfig.from_pretrained(path)
         dtype = args.resolve_dtype(native.torch_dtype, device)
         model, config = load_model(path, dtype=dtype, device=device, max_model_len=args.max_model_len)

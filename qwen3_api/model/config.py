@@ -75,7 +75,8 @@ class ModelConfig:
     # config.json's quantization_config as written (block FP8: model/fp8.py reads and validates it); None when
     # the checkpoint is not quantized
     quantization_config: dict[str, Any] | None = None
-    # the served weights' quantization as catalogs name it: "fp8" for block-FP8 checkpoints
+    # the served weights' quantization as catalogs name it: a GGUF file's type mix ("Q4_K_M", set by the loader),
+    # "fp8" for block-FP8 checkpoints
     quantization: str | None = None
 
     @property

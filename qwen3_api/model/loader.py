@@ -69,9 +69,22 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.view().shape) for name, t in checkpoint_layout(model).items()}
 
 
-def resolve_model_path(model: str | Path) -> Path:
-    """A local directory as is; otherwise a hub id ("Qwen/Qwen3-30B-A3B") fetched through huggingface_hub."""
+def resolve_model_path(model: str | Path, *, tokenizer: str | Path | None = None) -> Path:
+    """A local directory as is; otherwise a hub id ("Qwen/Qwen3-30B-A3B") fetched through huggingface_hub.
+
+    A GGUF file (or a directory holding one, or a split set) becomes the checkpoint directory derived from it
+    (model/gguf/sidecar.py: config, tokenizer and template from the file, or the tokenizer from ``tokenizer``).
+    """
     path = Path(model).expanduser()
+    from qwen3_api.model.gguf.files import looks_like_gguf
+    from qwen3_api.model.gguf.loader import is_prepared
+
+    if looks_like_gguf(path):
+        from qwen3_api.model.gguf.sidecar import prepare
+
+        return prepare(path, tokenizer_dir=tokenizer)
+    if tokenizer is not None and not is_prepared(path):  # (a prepared directory has its tokenizer already)
+        raise CheckpointError("--tokenizer is for GGUF files: a checkpoint directory brings its own tokenizer")
     if path.is_dir():
         return path
     name = str(model)
@@ -200,6 +213,12 @@ def load_model(
     """Load a checkpoint (local dir or hub id) into a Qwen3ForCausalLM on device, in dtype (default: the
     checkpoint's torch_dtype). max_model_len beyond the native context switches on YaRN."""
     path = resolve_model_path(model)
+    from qwen3_api.model.gguf.loader import is_prepared
+
+    if is_prepared(path):  # a GGUF file's directory: the weights stay quantized, memory-mapped
+        from qwen3_api.model.gguf.loader import load_gguf_model
+
+        return load_gguf_model(path, device=device, max_model_len=max_model_len, progress=progress)
     config = ModelConfig.from_pretrained(path)
     if max_model_len is not None:
         config = config.with_max_model_len(max_model_len)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-SUITES = ("api", "chat", "console", "demo", "e2e", "engine", "kernels", "model", "platform")
+SUITES = ("api", "chat", "console", "demo", "e2e", "engine", "gguf", "kernels", "model", "platform")
 # Modules no test may import: a test module or a conftest (pytest imports those, tests do not).
 OFF_LIMITS = re.compile(r"tests(\.\w+)*\.(conftest|test_\w+)")
 

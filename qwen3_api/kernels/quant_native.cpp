@@ -1,0 +1,315 @@
+// Quantized (GGUF) matmuls and the MoE step on the CPU, over weights read in place from the memory-mapped file.
+//
+// Built at first use by qwen3_api/kernels/quant_native.py (torch.utils.cpp_extension). The torch ops:
+//   qlinear(x [.., K], raws, types, rows) -> [.., sum(rows)]: x times several weights [rows_i, K] that share it
+//       (q / k / v, gate / up, ...), the activations quantized once per format, the outputs side by side;
+//   moe(x [T, H], ids [T, k], weights [T, k], gate, up, down raws + types, experts, inter) -> [T, H]: every
+//       token through its top-k SwiGLU experts, tokens grouped by expert so each expert's weights are read once
+//       per step however many tokens chose it;
+//   embed(raw, type, rows, cols, ids) -> [T, cols]; dequant(raw, type, rows, cols) -> [rows, cols] (float32);
+//   act_roundtrip(x, type) -> x as the kernels see it (quantized to type's activation format and back): tests.
+// Work is split into jobs (row ranges of a weight, or of an expert) that torch's OpenMP threads take from a
+// shared counter, so a thread slowed by another process does not hold the others back at the end of a step.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "quant_dot.h"
+
+namespace {
+
+using namespace q3;
+
+constexpr int kTile = 4;  // activation rows per dot_rows call
+
+struct Weight {
+  const uint8_t* data = nullptr;
+  int type = 0;
+  int64_t rows = 0, cols = 0, row_bytes = 0;
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes; }
+};
+
+int64_t row_bytes_of(int type, int64_t cols) {
+  const int per = block_values(type);
+  TORCH_CHECK(per > 0, "unsupported GGUF tensor type ", type);
+  TORCH_CHECK(cols % per == 0, "a row of ", cols, " values is not whole blocks of ", per, " (type ", type, ")");
+  return cols / per * block_bytes(type);
+}
+
+// `count` matrices [rows, cols] of `type` stored back to back in raw (an expert stack when count > 1).
+Weight weight_of(const at::Tensor& raw, int64_t type, int64_t rows, int64_t cols, int64_t count = 1) {
+  TORCH_CHECK(raw.device().is_cpu() && raw.scalar_type() == at::kByte && raw.is_contiguous(),
+              "quantized weights must be contiguous uint8 CPU tensors");
+  Weight w{raw.data_ptr<uint8_t>(), (int)type, rows, cols, row_bytes_of((int)type, cols)};
+  TORCH_CHECK(raw.numel() >= count * rows * w.row_bytes, "weight holds ", raw.numel(), " bytes, expected ",
+              count * rows * w.row_bytes);
+  return w;
+}
+
+// fn(job) for job in [0, n): torch's threads take jobs from a shared counter.
+template <typename F>
+void run_jobs(int64_t n, const F& fn) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+  if (threads <= 1 || at::in_parallel_region()) {
+    for (int64_t j = 0; j < n; ++j) fn(j);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t j = next.fetch_add(1); j < n; j = next.fetch_add(1)) fn(j);
+  });
+}
+
+// Rows per job: enough jobs for the threads to share (8 each) without making them too small to stream well.
+int64_t rows_per_job(int64_t rows, int64_t tokens) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t floor_rows = tokens >= 16 ? 16 : 32;
+  return std::max<int64_t>(std::min<int64_t>(floor_rows, rows), rows / (8 * threads));
+}
+
+// res[t] = w.row(r) . acts[t] for t < n (n <= kTile).
+inline void dot_tile(const Weight& w, int64_t r, const uint8_t* const* acts, int64_t n, float* res) {
+  switch (n) {
+    case 4: dot_rows<4>(w.type, w.row(r), acts, w.cols, res); break;
+    case 3: dot_rows<3>(w.type, w.row(r), acts, w.cols, res); break;
+    case 2: dot_rows<2>(w.type, w.row(r), acts, w.cols, res); break;
+    default: dot_rows<1>(w.type, w.row(r), acts, w.cols, res); break;
+  }
+}
+
+// emit(m, r, value) for rows [r0, r1) of w and the activation rows acts[0..M): tiles of kTile activation rows
+// inside, so a row's blocks are unpacked once per tile and stay in L1 while the next tile reuses them.
+template <typename Emit>
+void gemm_rows(const Weight& w, int64_t r0, int64_t r1, const uint8_t* const* acts, int64_t M, const Emit& emit) {
+  float res[kTile];
+  for (int64_t m0 = 0; m0 < M; m0 += kTile) {
+    const int64_t n = std::min<int64_t>(kTile, M - m0);
+    for (int64_t r = r0; r < r1; ++r) {
+      dot_tile(w, r, acts + m0, n, res);
+      for (int64_t t = 0; t < n; ++t) emit(m0 + t, r, res[t]);
+    }
+  }
+}
+
+// Activation rows of x [M, K] quantized to fmt: the buffer and a pointer to each row.
+struct Acts {
+  std::vector<uint8_t> buf;
+  std::vector<const uint8_t*> rows;
+};
+
+Acts quantize_rows(ActFormat fmt, const float* x, int64_t M, int64_t K) {
+  Acts a;
+  const size_t rb = act_row_bytes(fmt, K);
+  a.buf.resize(rb * M);
+  a.rows.resize(M);
+  for (int64_t m = 0; m < M; ++m) a.rows[m] = a.buf.data() + m * rb;
+  const int64_t per_job = 16;
+  run_jobs((M + per_job - 1) / per_job, [&](int64_t j) {
+    for (int64_t m = j * per_job; m < std::min(M, (j + 1) * per_job); ++m) {
+      quantize_act_row(fmt, x + m * K, K, a.buf.data() + m * rb);
+    }
+  });
+  return a;
+}
+
+void check_x(const at::Tensor& x, int64_t cols) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, "x must be a float32 CPU tensor");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == cols, "x's last dimension ", x.size(-1), " != weight columns ", cols);
+}
+
+at::Tensor qlinear(const at::Tensor& x_in, at::TensorList raws, at::IntArrayRef types, at::IntArrayRef rows) {
+  TORCH_CHECK(!raws.empty() && raws.size() == types.size() && raws.size() == rows.size(),
+              "qlinear: raws, types and rows must have the same length");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t K = x.size(-1);
+  check_x(x, K);
+  const int64_t M = K ? x.numel() / K : 0;
+  std::vector<Weight> ws;
+  std::vector<int64_t> col0;
+  int64_t total = 0;
+  for (size_t i = 0; i < raws.size(); ++i) {
+    ws.push_back(weight_of(raws[i], types[i], rows[i], K));
+    col0.push_back(total);
+    total += rows[i];
+  }
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = total;
+  at::Tensor out = at::empty(shape, x.options());
+  if (M == 0) return out;
+  Acts acts[3];
+  bool have[3] = {false, false, false};
+  for (const Weight& w : ws) {
+    const ActFormat f = act_format(w.type);
+    if (!have[f]) acts[f] = quantize_rows(f, x.data_ptr<float>(), M, K), have[f] = true;
+  }
+  struct Job { int64_t w, r0, r1; };
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t step = rows_per_job(ws[i].rows, M);
+    for (int64_t r = 0; r < ws[i].rows; r += step) jobs.push_back({(int64_t)i, r, std::min(ws[i].rows, r + step)});
+  }
+  float* o = out.data_ptr<float>();
+  run_jobs((int64_t)jobs.size(), [&](int64_t j) {
+    const Job& job = jobs[j];
+    const Weight& w = ws[job.w];
+    float* base = o + col0[job.w];
+    gemm_rows(w, job.r0, job.r1, acts[act_format(w.type)].rows.data(), M,
+              [&](int64_t m, int64_t r, float v) { base[m * total + r] = v; });
+  });
+  return out;
+}
+
+at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tensor& weights_in,
+               const at::Tensor& gate_raw, int64_t gate_type, const at::Tensor& up_raw, int64_t up_type,
+               const at::Tensor& down_raw, int64_t down_type, int64_t experts, int64_t inter) {
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor ids = ids_in.to(at::kLong).contiguous();
+  const at::Tensor topw = weights_in.to(at::kFloat).contiguous();
+  TORCH_CHECK(x.dim() == 2, "moe: x must be [T, H]");
+  const int64_t T = x.size(0), H = x.size(1);
+  check_x(x, H);
+  TORCH_CHECK(ids.dim() == 2 && ids.size(0) == T && ids.sizes() == topw.sizes(), "moe: ids, weights must be [T, k]");
+  const Weight gate = weight_of(gate_raw, gate_type, inter, H, experts);
+  const Weight up = weight_of(up_raw, up_type, inter, H, experts);
+  const Weight down = weight_of(down_raw, down_type, H, inter, experts);
+  const int64_t K = ids.size(1), P = T * K;
+  at::Tensor out = at::zeros({T, H}, x.options());
+  if (P == 0) return out;
+  // pairs (token t, slot k) -> p = t * K + k, grouped by expert (counting sort)
+  const int64_t* id = ids.data_ptr<int64_t>();
+  std::vector<int64_t> start(experts + 1, 0), order(P);
+  for (int64_t p = 0; p < P; ++p) {
+    TORCH_CHECK(0 <= id[p] && id[p] < experts, "expert id ", id[p], " out of range [0, ", experts, ")");
+    ++start[id[p] + 1];
+  }
+  for (int64_t e = 0; e < experts; ++e) start[e + 1] += start[e];
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t p = 0; p < P; ++p) order[fill[id[p]]++] = p;
+  }
+  const float* xp = x.data_ptr<float>();
+  const Acts xg = quantize_rows(act_format(gate.type), xp, T, H);
+  const Acts xu = act_format(up.type) == act_format(gate.type) ? Acts{} : quantize_rows(act_format(up.type), xp, T, H);
+  const Acts& xup = act_format(up.type) == act_format(gate.type) ? xg : xu;
+  // each sorted pair's activation rows (its token's)
+  std::vector<const uint8_t*> ag(P), au(P);
+  for (int64_t s = 0; s < P; ++s) ag[s] = xg.rows[order[s] / K], au[s] = xup.rows[order[s] / K];
+
+  // phase 1: h[s] = silu(gate_e x) * (up_e x) for sorted pair s of expert e, by (expert, row range) jobs
+  std::vector<float> h(P * inter);
+  struct Job { int64_t e, r0, r1; };
+  std::vector<Job> jobs;
+  int64_t max_tokens = 1;
+  for (int64_t e = 0; e < experts; ++e) max_tokens = std::max(max_tokens, start[e + 1] - start[e]);
+  const int64_t step1 = rows_per_job(inter, max_tokens);
+  for (int64_t e = 0; e < experts; ++e) {
+    if (start[e + 1] == start[e]) continue;
+    for (int64_t r = 0; r < inter; r += step1) jobs.push_back({e, r, std::min(inter, r + step1)});
+  }
+  run_jobs((int64_t)jobs.size(), [&](int64_t j) {
+    const Job& job = jobs[j];
+    const int64_t s0 = start[job.e], n = start[job.e + 1] - s0;
+    Weight g = gate, u = up;
+    g.data += job.e * inter * gate.row_bytes;
+    u.data += job.e * inter * up.row_bytes;
+    float gv[kTile], uv[kTile];
+    for (int64_t m0 = 0; m0 < n; m0 += kTile) {
+      const int64_t cnt = std::min<int64_t>(kTile, n - m0);
+      for (int64_t r = job.r0; r < job.r1; ++r) {
+        dot_tile(g, r, ag.data() + s0 + m0, cnt, gv);
+        dot_tile(u, r, au.data() + s0 + m0, cnt, uv);
+        for (int64_t t = 0; t < cnt; ++t) h[(s0 + m0 + t) * inter + r] = gv[t] / (1.f + std::exp(-gv[t])) * uv[t];
+      }
+    }
+  });
+  // phase 2: the activations of the down projections
+  const Acts hq = quantize_rows(act_format(down.type), h.data(), P, inter);
+  // phase 3: out[t] += w[t, k] * down_e h[s], by jobs over ranges of output rows (disjoint: no two threads
+  // write the same value), each walking every expert with tokens
+  const float* tw = topw.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t step3 = rows_per_job(H, max_tokens);
+  run_jobs((H + step3 - 1) / step3, [&](int64_t j) {
+    const int64_t r0 = j * step3, r1 = std::min(H, r0 + step3);
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t s0 = start[e], n = start[e + 1] - s0;
+      if (n == 0) continue;
+      Weight d = down;
+      d.data += e * H * down.row_bytes;
+      gemm_rows(d, r0, r1, hq.rows.data() + s0, n, [&](int64_t m, int64_t r, float v) {
+        const int64_t p = order[s0 + m];
+        o[(p / K) * H + r] += tw[p] * v;
+      });
+    }
+  });
+  return out;
+}
+
+at::Tensor embed(const at::Tensor& raw, int64_t type, int64_t rows, int64_t cols, const at::Tensor& ids_in) {
+  const Weight w = weight_of(raw, type, rows, cols);
+  const at::Tensor ids = ids_in.to(at::kLong).contiguous();
+  std::vector<int64_t> shape(ids.sizes().begin(), ids.sizes().end());
+  shape.push_back(cols);
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+  const int64_t* id = ids.data_ptr<int64_t>();
+  float* o = out.data_ptr<float>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    TORCH_CHECK(0 <= id[i] && id[i] < rows, "token id ", id[i], " out of range [0, ", rows, ")");
+    dequant_row(w.type, w.row(id[i]), cols, o + i * cols);
+  }
+  return out;
+}
+
+at::Tensor dequant(const at::Tensor& raw, int64_t type, int64_t rows, int64_t cols) {
+  const Weight w = weight_of(raw, type, rows, cols);
+  at::Tensor out = at::empty({rows, cols}, at::TensorOptions().dtype(at::kFloat));
+  float* o = out.data_ptr<float>();
+  const int64_t per_job = 64;
+  run_jobs((rows + per_job - 1) / per_job, [&](int64_t j) {
+    for (int64_t r = j * per_job; r < std::min(rows, (j + 1) * per_job); ++r) dequant_row(w.type, w.row(r), cols, o + r * cols);
+  });
+  return out;
+}
+
+at::Tensor act_roundtrip(const at::Tensor& x_in, int64_t type) {
+  const at::Tensor x = x_in.contiguous();
+  const int64_t K = x.size(-1);
+  check_x(x, K);
+  row_bytes_of((int)type, K);
+  const int64_t M = K ? x.numel() / K : 0;
+  const ActFormat fmt = act_format((int)type);
+  const Acts a = quantize_rows(fmt, x.data_ptr<float>(), M, K);
+  at::Tensor out = at::empty_like(x);
+  for (int64_t m = 0; m < M; ++m) act_to_float(fmt, a.rows[m], K, out.data_ptr<float>() + m * K);
+  return out;
+}
+
+// Whether this build uses the AVX2 kernels (else the portable C++ path).
+bool simd() {
+#if defined(Q3_AVX2)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY(qwen3_api_quant, m) {
+  m.def("qlinear(Tensor x, Tensor[] raws, int[] types, int[] rows) -> Tensor", &qlinear);
+  m.def("moe(Tensor x, Tensor ids, Tensor weights, Tensor gate, int gate_type, Tensor up, int up_type, "
+        "Tensor down, int down_type, int experts, int inter) -> Tensor", &moe);
+  m.def("embed(Tensor raw, int type, int rows, int cols, Tensor ids) -> Tensor", &embed);
+  m.def("dequant(Tensor raw, int type, int rows, int cols) -> Tensor", &dequant);
+  m.def("act_roundtrip(Tensor x, int type) -> Tensor", &act_roundtrip);
+  m.def("simd() -> bool", &simd);
+}

@@ -1,0 +1,144 @@
+"""Each GGUF tensor type through our kernels against the ``gguf`` package's own dequantization.
+
+The weights are random but valid ggml blocks (quant_types.random_blocks); the reference is
+``gguf.quants.dequantize`` (llama.cpp's Python reader) in float32. The kernels quantize activations per block to
+int8 as llama.cpp does (K-quants: 256-value blocks, the 32-value types: 32-value blocks; float weights take float
+activations), so a product is compared twice: tightly with the activations the kernel saw (``act_roundtrip``,
+which isolates the weight decoding and the integer arithmetic), and loosely with the float activations (the
+size of the activation quantization error, which llama.cpp has too).
+"""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from qwen3_api.kernels.quant_linear import QuantExperts, QuantGroup, QuantLinear, QuantTensor, fused_moe
+from qwen3_api.kernels.quant_native import ops
+from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
+
+TYPES = sorted(SUPPORTED_TYPES)
+K_QUANTS = {"Q4_K", "Q5_K", "Q6_K"}
+FLOATS = {"F32", "F16", "BF16"}
+
+
+def gguf_dequant(raw: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
+    """The float32 weights [rows, cols] as the gguf package decodes the blocks."""
+    qtype = SUPPORTED_TYPES[name]
+    blocks = raw.numpy().reshape(rows, qtype.row_bytes(cols))
+    if name == "F32":
+        blocks = blocks.view(np.float32)
+    elif name == "F16":
+        blocks = blocks.view(np.float16)
+    values = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[name])
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(rows, cols)
+
+
+def weight(name: str, rows: int, cols: int, seed: int) -> tuple[QuantTensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    raw = random_blocks(SUPPORTED_TYPES[name], rows, cols, gen, std=cols**-0.5)
+    return QuantTensor(raw, SUPPORTED_TYPES[name], (rows, cols)), gguf_dequant(raw, name, rows, cols)
+
+
+def cols_for(name: str) -> int:
+    return 512 if name in K_QUANTS else 96  # whole blocks: 256 values (K-quants), 32 (the others)
+
+
+def test_ids_and_block_sizes_are_ggmls() -> None:
+    for name, qtype in SUPPORTED_TYPES.items():
+        ggml = gguf.GGMLQuantizationType[name]
+        assert qtype.id == int(ggml), name
+        assert (qtype.block_values, qtype.block_bytes) == gguf.GGML_QUANT_SIZES[ggml], name
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_dequantize_and_embed_match_gguf(name: str) -> None:
+    cols = cols_for(name)
+    w, ref = weight(name, 37, cols, seed=1)
+    assert torch.equal(w.dequantize(), ref)  # the same decoding, bit for bit
+    ids = torch.tensor([[0, 36, 5], [5, 17, 1]])
+    assert torch.equal(QuantLinear.embed(ids, w), ref[ids])
+
+
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("tokens", [1, 3, 6, 33])
+def test_linear_matches_gguf_dequantized_product(name: str, tokens: int) -> None:
+    cols = cols_for(name)
+    w, ref = weight(name, 70, cols, seed=2)
+    x = torch.randn(tokens, cols, generator=torch.Generator().manual_seed(3))
+    got = QuantLinear()(x, w)
+    seen = ops().act_roundtrip(x, w.qtype.id)  # the activations as the kernel quantized them
+    exact = seen @ ref.T
+    scale = exact.abs().max().item()
+    assert (got - exact).abs().max().item() <= 2e-5 * scale
+    if name in FLOATS:
+        assert torch.equal(seen, x)  # float weights take float activations
+    else:  # int8 activations per block: about 0.4% of a value's block maximum; the product's error ~1e-2
+        assert 0 < (seen - x).abs().max().item() <= x.abs().max().item() / 127
+        rel = ((got - x @ ref.T).norm() / (x @ ref.T).norm()).item()
+        assert rel < 0.02, rel
+
+
+def test_group_runs_its_parts_side_by_side() -> None:
+    """q / k / v in three types (as Q4_K_M files mix Q4_K and Q6_K): one call, the outputs concatenated."""
+    parts = [weight(n, r, 256, seed=i) for i, (n, r) in enumerate((("Q4_K", 48), ("Q6_K", 16), ("Q8_0", 16)))]
+    x = torch.randn(5, 256, generator=torch.Generator().manual_seed(4))
+    got = QuantLinear()(x, QuantGroup(tuple(w for w, _ in parts)))
+    want = torch.cat([ops().act_roundtrip(x, w.qtype.id) @ ref.T for w, ref in parts], dim=-1)
+    assert got.shape == (5, 80)
+    assert (got - want).abs().max().item() <= 2e-5 * want.abs().max().item()
+
+
+def moe_reference(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+                  down: torch.Tensor, act_gate: torch.Tensor | None = None, roundtrip=None) -> torch.Tensor:  # noqa: ANN001
+    """SwiGLU experts in float32, token by token; ``roundtrip`` quantizes the down projection's input as the
+    kernel does (None: float activations throughout)."""
+    xa = x if act_gate is None else act_gate
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for slot in range(ids.shape[1]):
+            e = int(ids[t, slot])
+            h = torch.nn.functional.silu(gate[e] @ xa[t]) * (up[e] @ xa[t])
+            if roundtrip is not None:
+                h = roundtrip(h[None])[0]
+            out[t] += weights[t, slot] * (down[e] @ h)
+    return out
+
+
+@pytest.mark.parametrize("gate_type,down_type", [("Q4_K", "Q6_K"), ("Q5_K", "Q8_0"), ("Q8_0", "Q5_0"),
+                                                 ("Q4_0", "BF16"), ("F16", "F32")])
+@pytest.mark.parametrize("tokens", [1, 7])
+def test_moe_matches_gguf_dequantized_experts(gate_type: str, down_type: str, tokens: int) -> None:
+    experts, inter, hidden, top_k = 6, 256 if down_type in K_QUANTS else 64, 256, 2
+    gen = torch.Generator().manual_seed(5)
+
+    def stack(name: str, rows: int, cols: int) -> tuple[QuantTensor, torch.Tensor]:
+        raw = random_blocks(SUPPORTED_TYPES[name], experts * rows, cols, gen, std=cols**-0.5)
+        ref = gguf_dequant(raw, name, experts * rows, cols).reshape(experts, rows, cols)
+        return QuantTensor(raw, SUPPORTED_TYPES[name], (experts, rows, cols)), ref
+
+    (g, gref), (u, uref), (d, dref) = stack(gate_type, inter, hidden), stack(gate_type, inter, hidden), \
+        stack(down_type, hidden, inter)
+    x = torch.randn(tokens, hidden, generator=gen)
+    ids = torch.stack([torch.randperm(experts, generator=gen)[:top_k] for _ in range(tokens)])
+    topw = torch.softmax(torch.randn(tokens, top_k, generator=gen), dim=-1)
+    got = fused_moe(x, QuantExperts(g, u), d, topw, ids)
+    exact = moe_reference(x, ids, topw, gref, uref, dref, act_gate=ops().act_roundtrip(x, g.qtype.id),
+                          roundtrip=lambda h: ops().act_roundtrip(h, d.qtype.id))
+    assert (got - exact).abs().max().item() <= 1e-4 * exact.abs().max().item()
+    loose = moe_reference(x, ids, topw, gref, uref, dref)
+    assert ((got - loose).norm() / loose.norm()).item() < 0.03
+    # one expert's slice of the stack is that expert's matrix
+    assert torch.equal(g[3].dequantize(), gref[3])
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0"])
+def test_bad_shapes_are_refused(name: str) -> None:
+    qtype = SUPPORTED_TYPES[name]
+    with pytest.raises(ValueError, match="whole blocks"):
+        qtype.row_bytes(qtype.block_values + 1)
+    w, _ = weight(name, 4, cols_for(name), seed=6)
+    with pytest.raises(RuntimeError, match="last dimension"):
+        QuantLinear()(torch.randn(2, cols_for(name) + qtype.block_values), w)
