@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.helpers import postgres_reachable
+from tests.platform.helpers import postgres_reachable, unreachable
 
 DEAD_PG = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"  # nothing listens on port 1
 
@@ -84,6 +84,6 @@ def test_keys_and_usage_report_a_bad_database_url_in_one_line(tmp_path: Path, ar
 
 def test_a_missing_postgres_database_is_named(tmp_path: Path) -> None:
     if not postgres_reachable():
-        pytest.skip("PostgreSQL not reachable")
+        unreachable("PostgreSQL not reachable")  # a skip on a laptop, a failure in CI
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/qwen3_api_no_such_db"
     assert_one_error_line(qwen3_api(tmp_path, "keys", "list", "--database-url", url), "does not exist")
