@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -84,7 +84,7 @@ inline size_t act_row_bytes(ActFormat fmt, int64_t cols) {
   }
 }
 
-inline float fp16_to_f32(uint16_t h) {
+__attribute__((always_inline)) inline float fp16_to_f32(uint16_t h) {
 #if defined(__F16C__)
   return _cvtsh_ss(h);
 #else
@@ -128,7 +128,7 @@ inline void scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
 }
 
 // All 8 scales and 8 mins of a Q4_K / Q5_K block at once (ggml's kmask trick on 32-bit words).
-inline void unpack_scales_k4(const uint8_t* scales, uint8_t* sc, uint8_t* mn) {
+__attribute__((always_inline)) inline void unpack_scales_k4(const uint8_t* scales, uint8_t* sc, uint8_t* mn) {
   uint32_t u[4];
   std::memcpy(u, scales, 12);
   const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
@@ -239,13 +239,49 @@ inline void dequant_row(int type, const uint8_t* src, int64_t cols, float* y) {
 
 // ---- activation quantization (one row of `cols` float values) ---------------------------------------------
 
+#if defined(__AVX2__)
+// The largest |x[i]|, i < n (n a multiple of 8).
+inline float abs_max(const float* x, int n) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 m = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+// q[i] = round-to-nearest-even(x[i] * id), i < n (n a multiple of 32): what nearbyint gives, 32 at a time.
+inline void round_to_int8(const float* x, float id, int n, int8_t* q) {
+  const __m256 s = _mm256_set1_ps(id);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the packs' lane interleave
+  for (int i = 0; i < n; i += 32) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), s));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), s));
+    const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), s));
+    const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), s));
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(p, order));
+  }
+}
+#else
+inline float abs_max(const float* x, int n) {
+  float amax = 0.f;
+  for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  return amax;
+}
+
+inline void round_to_int8(const float* x, float id, int n, int8_t* q) {
+  for (int i = 0; i < n; ++i) q[i] = (int8_t)std::nearbyint(x[i] * id);
+}
+#endif
+
 inline void quantize_act_k(const float* x, int64_t cols, ActK* out) {
   for (int64_t b = 0; b < cols / kQK; ++b, x += kQK) {
     ActK& a = out[b];
-    float amax = 0.f;
-    for (int i = 0; i < kQK; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    const float amax = abs_max(x, kQK);
     const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-    for (int i = 0; i < kQK; ++i) a.qs[i] = (int8_t)std::nearbyint(x[i] * id);
+    round_to_int8(x, id, kQK, a.qs);
     for (int g = 0; g < 16; ++g) {
       int s = 0;
       for (int i = 0; i < 16; ++i) s += a.qs[16 * g + i];
@@ -259,14 +295,11 @@ inline void quantize_act_k(const float* x, int64_t cols, ActK* out) {
 inline void quantize_act_32(const float* x, int64_t cols, Act32* out) {
   for (int64_t b = 0; b < cols / kQ32; ++b, x += kQ32) {
     Act32& a = out[b];
-    float amax = 0.f;
-    for (int i = 0; i < kQ32; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    const float amax = abs_max(x, kQ32);
     const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+    round_to_int8(x, id, kQ32, a.qs);
     int s = 0;
-    for (int i = 0; i < kQ32; ++i) {
-      a.qs[i] = (int8_t)std::nearbyint(x[i] * id);
-      s += a.qs[i];
-    }
+    for (int i = 0; i < kQ32; ++i) s += a.qs[i];
     a.d = d;
     a.sum = s;
   }

@@ -10,6 +10,8 @@
 //   act_roundtrip(x, type) -> x as the kernels see it (quantized to type's activation format and back): tests.
 // Work is split into jobs (row ranges of a weight, or of an expert) that torch's OpenMP threads take from a
 // shared counter, so a thread slowed by another process does not hold the others back at the end of a step.
+// A job with few activation rows runs the int8 dot products (quant_dot.h); one with many, where the CPU has
+// native bf16 (set_bf16_gemm), dequantizes its weight rows to bf16 and runs a GEMM (quant_gemm_bf16.h).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "quant_dot.h"
+#include "quant_gemm_bf16.h"
 
 namespace {
 
@@ -121,6 +124,14 @@ Acts quantize_rows(ActFormat fmt, const float* x, int64_t M, int64_t K) {
   return a;
 }
 
+// x [M, K] to bf16 rows, in parallel jobs of 64 rows.
+void to_bf16(const float* x, int64_t M, int64_t K, bf16* out) {
+  run_jobs((M + 63) / 64, [&](int64_t j) {
+    const int64_t m0 = 64 * j;
+    rows_to_bf16(x + m0 * K, std::min<int64_t>(64, M - m0), K, K, out + m0 * K);
+  });
+}
+
 void check_x(const at::Tensor& x, int64_t cols) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, "x must be a float32 CPU tensor");
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == cols, "x's last dimension ", x.size(-1), " != weight columns ", cols);
@@ -147,14 +158,20 @@ at::Tensor qlinear(const at::Tensor& x_in, at::TensorList raws, at::IntArrayRef 
   if (M == 0) return out;
   Acts acts[3];
   bool have[3] = {false, false, false};
+  thread_local Scratch<bf16> xb_buf;
+  bf16* xb = nullptr;  // the activations in bf16, for the weights multiplied by the bf16 GEMM
   for (const Weight& w : ws) {
+    if (use_bf16(w.type, M)) {
+      if (!xb) xb = xb_buf.get(M * K), to_bf16(x.data_ptr<float>(), M, K, xb);
+      continue;
+    }
     const ActFormat f = act_format(w.type);
     if (!have[f]) acts[f] = quantize_rows(f, x.data_ptr<float>(), M, K), have[f] = true;
   }
   struct Job { int64_t w, r0, r1; };
   std::vector<Job> jobs;
   for (size_t i = 0; i < ws.size(); ++i) {
-    const int64_t step = rows_per_job(ws[i].rows, M);
+    const int64_t step = use_bf16(ws[i].type, M) ? kBfRows : rows_per_job(ws[i].rows, M);
     for (int64_t r = 0; r < ws[i].rows; r += step) jobs.push_back({(int64_t)i, r, std::min(ws[i].rows, r + step)});
   }
   float* o = out.data_ptr<float>();
@@ -162,6 +179,14 @@ at::Tensor qlinear(const at::Tensor& x_in, at::TensorList raws, at::IntArrayRef 
     const Job& job = jobs[j];
     const Weight& w = ws[job.w];
     float* base = o + col0[job.w];
+    if (use_bf16(w.type, M)) {
+      thread_local std::vector<bf16> buf;
+      buf.resize(K * (job.r1 - job.r0));
+      dequant_vnni(w.type, w.data, w.row_bytes, job.r0, job.r1, K, buf.data());
+      gemm_bf16(xb, M, K, buf.data(), job.r1 - job.r0, base + job.r0, total);
+      release_bf16();
+      return;
+    }
     gemm_rows(w, job.r0, job.r1, acts[act_format(w.type)].rows.data(), M,
               [&](int64_t m, int64_t r, float v) { base[m * total + r] = v; });
   });
@@ -204,8 +229,27 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
   std::vector<const uint8_t*> ag(P), au(P);
   for (int64_t s = 0; s < P; ++s) ag[s] = xg.rows[order[s] / K], au[s] = xup.rows[order[s] / K];
 
+  // experts with enough tokens multiply in bf16 (quant_gemm_bf16.h): their pairs' rows, in sorted order
+  auto big_up = [&](int64_t e) { const int64_t n = start[e + 1] - start[e]; return use_bf16(gate.type, n) && use_bf16(up.type, n); };
+  auto big_down = [&](int64_t e) { return use_bf16(down.type, start[e + 1] - start[e]); };
+  bool any_big_up = false, any_big_down = false, any_small_down = false;
+  for (int64_t e = 0; e < experts; ++e) {
+    if (start[e + 1] == start[e]) continue;
+    any_big_up |= big_up(e);
+    (big_down(e) ? any_big_down : any_small_down) = true;
+  }
+  thread_local Scratch<bf16> xs_buf, hb_buf;
+  thread_local Scratch<float> h_buf;
+  bf16* xs = nullptr;
+  if (any_big_up) {
+    xs = xs_buf.get(P * H);
+    run_jobs((P + 63) / 64, [&](int64_t j) {
+      for (int64_t s = 64 * j; s < std::min(P, 64 * j + 64); ++s) rows_to_bf16(xp + (order[s] / K) * H, 1, H, H, xs + s * H);
+    });
+  }
+
   // phase 1: h[s] = silu(gate_e x) * (up_e x) for sorted pair s of expert e, by (expert, row range) jobs
-  std::vector<float> h(P * inter);
+  float* h = h_buf.get(P * inter);
   struct Job { int64_t e, r0, r1; };
   std::vector<Job> jobs;
   int64_t max_tokens = 1;
@@ -213,11 +257,30 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
   const int64_t step1 = rows_per_job(inter, max_tokens);
   for (int64_t e = 0; e < experts; ++e) {
     if (start[e + 1] == start[e]) continue;
-    for (int64_t r = 0; r < inter; r += step1) jobs.push_back({e, r, std::min(inter, r + step1)});
+    const int64_t step = big_up(e) ? kBfRows : step1;
+    for (int64_t r = 0; r < inter; r += step) jobs.push_back({e, r, std::min(inter, r + step)});
   }
   run_jobs((int64_t)jobs.size(), [&](int64_t j) {
     const Job& job = jobs[j];
     const int64_t s0 = start[job.e], n = start[job.e + 1] - s0;
+    if (big_up(job.e)) {
+      const int64_t nr = job.r1 - job.r0;
+      thread_local std::vector<bf16> bg, bu;
+      thread_local std::vector<float> cg, cu;
+      bg.resize(H * nr), bu.resize(H * nr), cg.resize(n * nr), cu.resize(n * nr);
+      dequant_vnni(gate.type, gate.data + job.e * inter * gate.row_bytes, gate.row_bytes, job.r0, job.r1, H, bg.data());
+      dequant_vnni(up.type, up.data + job.e * inter * up.row_bytes, up.row_bytes, job.r0, job.r1, H, bu.data());
+      gemm_bf16(xs + s0 * H, n, H, bg.data(), nr, cg.data(), nr);
+      gemm_bf16(xs + s0 * H, n, H, bu.data(), nr, cu.data(), nr);
+      release_bf16();
+      for (int64_t m = 0; m < n; ++m) {
+        for (int64_t c = 0; c < nr; ++c) {
+          const float gv = cg[m * nr + c];
+          h[(s0 + m) * inter + job.r0 + c] = gv / (1.f + std::exp(-gv)) * cu[m * nr + c];
+        }
+      }
+      return;
+    }
     Weight g = gate, u = up;
     g.data += job.e * inter * gate.row_bytes;
     u.data += job.e * inter * up.row_bytes;
@@ -231,8 +294,10 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
       }
     }
   });
-  // phase 2: the activations of the down projections
-  const Acts hq = quantize_rows(act_format(down.type), h.data(), P, inter);
+  // phase 2: the activations of the down projections (int8 blocks, or bf16 for the big experts)
+  const Acts hq = any_small_down ? quantize_rows(act_format(down.type), h, P, inter) : Acts{};
+  bf16* hb = any_big_down ? hb_buf.get(P * inter) : nullptr;
+  if (hb) to_bf16(h, P, inter, hb);
   // phase 3: out[t] += w[t, k] * down_e h[s], by jobs over ranges of output rows (disjoint: no two threads
   // write the same value), each walking every expert with tokens
   const float* tw = topw.data_ptr<float>();
@@ -243,6 +308,20 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
     for (int64_t e = 0; e < experts; ++e) {
       const int64_t s0 = start[e], n = start[e + 1] - s0;
       if (n == 0) continue;
+      if (big_down(e)) {
+        const int64_t nr = r1 - r0;
+        thread_local std::vector<bf16> bd;
+        thread_local std::vector<float> cd;
+        bd.resize(inter * nr), cd.resize(n * nr);
+        dequant_vnni(down.type, down.data + e * H * down.row_bytes, down.row_bytes, r0, r1, inter, bd.data());
+        gemm_bf16(hb + s0 * inter, n, inter, bd.data(), nr, cd.data(), nr);
+        for (int64_t m = 0; m < n; ++m) {
+          const int64_t p = order[s0 + m];
+          float* orow = o + (p / K) * H + r0;
+          for (int64_t c = 0; c < nr; ++c) orow[c] += tw[p] * cd[m * nr + c];
+        }
+        continue;
+      }
       Weight d = down;
       d.data += e * H * down.row_bytes;
       gemm_rows(d, r0, r1, hq.rows.data() + s0, n, [&](int64_t m, int64_t r, float v) {
@@ -250,6 +329,7 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
         o[(p / K) * H + r] += tw[p] * v;
       });
     }
+    if (any_big_down) release_bf16();
   });
   return out;
 }
@@ -293,6 +373,29 @@ at::Tensor act_roundtrip(const at::Tensor& x_in, int64_t type) {
   return out;
 }
 
+// Turn the bf16 GEMM path (quant_gemm_bf16.h) on or off for products of >= min_rows activation rows; returns
+// whether it is on now. Python decides whether this CPU may run it (quant_native.py).
+bool set_bf16_gemm(bool enabled, int64_t min_rows) {
+  TORCH_CHECK(min_rows >= 1, "min_rows must be >= 1");
+  bf16_gemm().min_rows.store(min_rows);
+#if !defined(Q3_BF16_FAST)
+  enabled = false;  // no vectorized packing in this build: the int8 path is faster
+#endif
+  bf16_gemm().enabled.store(enabled);
+  return enabled;
+}
+
+bool bf16_gemm_enabled() { return bf16_gemm().enabled.load(); }
+
+// Whether this build has the bf16 GEMM path (vectorized weight packing needs AVX-512 BF16 at compile time).
+bool bf16_gemm_built() {
+#if defined(Q3_BF16_FAST)
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Whether this build uses the AVX2 kernels (else the portable C++ path).
 bool simd() {
 #if defined(Q3_AVX2)
@@ -312,4 +415,7 @@ TORCH_LIBRARY(qwen3_api_quant, m) {
   m.def("dequant(Tensor raw, int type, int rows, int cols) -> Tensor", &dequant);
   m.def("act_roundtrip(Tensor x, int type) -> Tensor", &act_roundtrip);
   m.def("simd() -> bool", &simd);
+  m.def("set_bf16_gemm(bool enabled, int min_rows) -> bool", &set_bf16_gemm);
+  m.def("bf16_gemm_built() -> bool", &bf16_gemm_built);
+  m.def("bf16_gemm_enabled() -> bool", &bf16_gemm_enabled);
 }

@@ -8,16 +8,23 @@ AVX-512 flag without the OS enabling the registers does the same) kills the chil
 build is tried: ``-march=native``, then AVX2 + FMA + F16C, then portable C++ (correct everywhere, slow). The
 verdict is remembered beside the build, so later loads skip the child. QWEN3_API_QUANT_BUILD=native|avx2|portable
 forces one. There is no torch fallback: GGUF weights stay quantized, and only these kernels read them.
+
+Products with many activation rows (prefill, well-filled MoE experts) run as bf16 GEMMs on oneDNN's micro-
+kernels where the CPU multiplies bf16 natively (AMX or AVX512-BF16; quant_gemm_bf16.h). The same child checks
+that path after the int8 one; a CPU whose hypervisor hides the registers the flags advertise kills the child
+there, and the int8 kernels are used for everything. QWEN3_API_QUANT_BF16=off turns the bf16 path off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +37,15 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SOURCES = [HERE / "quant_native.cpp"]
-HEADERS = [HERE / "quant_blocks.h", HERE / "quant_dot.h"]
+HEADERS = [HERE / "quant_blocks.h", HERE / "quant_dot.h", HERE / "quant_gemm_bf16.h"]
+BF16_MIN_ROWS = 16  # activation rows from which the bf16 GEMM beats the int8 products (benchmarks/RESULTS.md)
 _FLAGS = {
     "native": ["-march=native"],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "portable": [],
 }
 _PROBE_TIMEOUT_S = 600
+_BF16_READY: list[bool] = []  # set by ops(): whether the bf16 GEMM path passed its check here
 
 
 class QuantKernelsUnavailable(StartupError):
@@ -70,28 +79,55 @@ def _build(variant: str) -> None:
     )
 
 
-def _marker(variant: str) -> Path:
+def _marker(variant: str, name: str = "self-test-passed") -> Path:
     from torch.utils.cpp_extension import _get_build_directory
 
-    return Path(_get_build_directory(_name(variant), verbose=False)) / "self-test-passed"
+    return Path(_get_build_directory(_name(variant), verbose=False)) / name
 
 
-def self_test() -> None:
-    """Every tensor type through qlinear against dequant @ the activations the kernel saw; raises on a mismatch."""
+def bf16_supported() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16) and the path is not turned off."""
+    if os.environ.get("QWEN3_API_QUANT_BF16", "").strip().lower() in ("0", "off", "false", "no"):
+        return False
+    cpu = torch.cpu
+    flags = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(flag() for flag in flags if flag is not None)
+
+
+def _init_amx() -> None:
+    """Ask Linux for the AMX tile state (arch_prctl) before oneDNN's kernels use it; harmless without AMX."""
+    init = getattr(torch._C._cpu, "_init_amx", None)
+    if init is not None:
+        init()
+
+
+def self_test(bf16: bool = False) -> None:
+    """Every tensor type through qlinear against the dequantized product of the activations the kernel saw
+    (int8 blocks; or bf16 with ``bf16``, the GEMM path forced on for the test); raises on a mismatch."""
     from qwen3_api.kernels.quant_types import QUANT_TYPES, random_blocks
 
     ops = torch.ops.qwen3_api_quant
     gen = torch.Generator().manual_seed(0)
-    for qtype in QUANT_TYPES.values():
-        rows, cols = 8, 512
-        raw = random_blocks(qtype, rows, cols, gen)
-        x = torch.randn(5, cols, generator=gen)
-        got = ops.qlinear(x, [raw], [qtype.id], [rows])
-        want = ops.act_roundtrip(x, qtype.id) @ ops.dequant(raw, qtype.id, rows, cols).T
-        err = (got - want).abs().max().item()
-        tol = 1e-4 * max(1.0, want.abs().max().item())
-        if not err <= tol:
-            raise AssertionError(f"{qtype.name}: qlinear differs from the dequantized product by {err:.3g}")
+    was = ops.bf16_gemm_enabled()
+    ops.set_bf16_gemm(bf16, 1)
+    try:
+        for qtype in QUANT_TYPES.values():
+            rows, cols = 8, 512
+            raw = random_blocks(qtype, rows, cols, gen)
+            x = torch.randn(5, cols, generator=gen)
+            got = ops.qlinear(x, [raw], [qtype.id], [rows])
+            w = ops.dequant(raw, qtype.id, rows, cols)
+            if bf16 and qtype.name not in ("F32", "F16", "BF16"):
+                want = x.bfloat16().float() @ w.bfloat16().float().T
+            else:
+                want = ops.act_roundtrip(x, qtype.id) @ w.T
+            err = (got - want).abs().max().item()
+            tol = 1e-4 * max(1.0, want.abs().max().item())
+            if not err <= tol:
+                kind = "bf16 GEMM" if bf16 else "qlinear"
+                raise AssertionError(f"{qtype.name}: {kind} differs from the dequantized product by {err:.3g}")
+    finally:
+        ops.set_bf16_gemm(was, BF16_MIN_ROWS)
 
 
 def _probe_in_child(variant: str) -> bool:
@@ -103,23 +139,63 @@ def _probe_in_child(variant: str) -> bool:
     except subprocess.TimeoutExpired:
         logger.warning("quantized kernels (%s): the build or self-test took over %d s", variant, _PROBE_TIMEOUT_S)
         return False
-    if proc.returncode == 0:
-        return True
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+    if _marker(variant).exists():  # the int8 kernels passed; a failure after that was the bf16 path's
+        if proc.returncode != 0:
+            logger.warning("bf16 GEMM unusable on this CPU (%s): the int8 kernels run every product", tail[0])
+        return True
     logger.warning("quantized kernels (%s) unusable on this CPU: %s", variant, tail[0])
     return False
 
 
 def _child(variant: str) -> None:
-    """In the child: build, self-test, and leave the marker that spares later loads this check."""
+    """In the child: build, self-test, and leave the markers that spare later loads these checks: the int8
+    kernels first, then the bf16 GEMM where the CPU advertises it (tried once: a crash leaves "attempted" only)."""
     _build(variant)
     self_test()
     _marker(variant).write_text("ok\n")
+    if bf16_supported() and torch.ops.qwen3_api_quant.bf16_gemm_built():
+        _marker(variant, "bf16-attempted").write_text("ok\n")
+        _init_amx()
+        self_test(bf16=True)
+        _marker(variant, "bf16-passed").write_text("ok\n")
+
+
+def _enable_bf16(variant: str) -> bool:
+    """Turn the bf16 GEMM path on when this CPU passed its check (run now if it never ran for this build)."""
+    if not bf16_supported() or not torch.ops.qwen3_api_quant.bf16_gemm_built():
+        return False
+    if not _marker(variant, "bf16-attempted").exists():
+        _probe_in_child(variant)
+    if not _marker(variant, "bf16-passed").exists():
+        return False
+    _init_amx()
+    return torch.ops.qwen3_api_quant.set_bf16_gemm(True, BF16_MIN_ROWS)
+
+
+@contextlib.contextmanager
+def bf16_gemm(enabled: bool, min_rows: int = BF16_MIN_ROWS) -> Iterator[bool]:
+    """Within the block, the bf16 GEMM path on (where this CPU passed its check) or off; yields whether it is
+    on. For tests and benchmarks: the server sets it once at load."""
+    kernels = ops()
+    was = kernels.bf16_gemm_enabled()
+    on = kernels.set_bf16_gemm(enabled and bf16_ready(), min_rows)
+    try:
+        yield on
+    finally:
+        kernels.set_bf16_gemm(was, BF16_MIN_ROWS)
+
+
+def bf16_ready() -> bool:
+    """Whether this CPU passed the bf16 GEMM check (and the path is not turned off): what ops() turned on."""
+    ops()
+    return _BF16_READY[0] if _BF16_READY else False
 
 
 @functools.cache
 def ops() -> Any:
-    """torch.ops.qwen3_api_quant (qlinear, moe, embed, dequant, act_roundtrip, simd), built and checked once.
+    """torch.ops.qwen3_api_quant (qlinear, moe, embed, dequant, act_roundtrip, simd, set_bf16_gemm, ...), built
+    and checked once; the bf16 GEMM path turned on where this CPU passed its check.
 
     Raises QuantKernelsUnavailable when no build works (e.g. no C++ compiler)."""
     forced = os.environ.get("QWEN3_API_QUANT_BUILD", "").strip().lower()
@@ -136,7 +212,9 @@ def ops() -> Any:
                 f"could not build the quantized CPU kernels ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "serving GGUF files needs a C++ compiler (g++) and ninja"
             ) from exc
-        logger.info("quantized CPU kernels loaded (%s build)", variant)
+        bf16 = _enable_bf16(variant)
+        _BF16_READY[:] = [bf16]
+        logger.info("quantized CPU kernels loaded (%s build%s)", variant, ", bf16 GEMM for large products" if bf16 else "")
         if variant != "native":
             logger.warning("quantized kernels run the %s build: slower than this CPU could be", variant)
         return torch.ops.qwen3_api_quant

@@ -191,17 +191,31 @@ def _weight_types(path: Path, model: Qwen3ForCausalLM) -> dict[int, tuple[tuple[
     return out
 
 
-def _rounded(x: torch.Tensor, type_id: int) -> torch.Tensor:
-    """x as the kernels quantize it for a weight of this type (float types: x itself)."""
+FLOAT_TYPE_IDS = {0, 1, 30}  # F32, F16, BF16: float activations, never rounded
+
+
+def _rounded(x: torch.Tensor, type_id: int, bf16: bool = False) -> torch.Tensor:
+    """x as the kernels see it for a weight of this type: int8 blocks (act_roundtrip), or with ``bf16`` the bf16
+    GEMM's rounding of each value (float types: x itself either way)."""
+    if type_id in FLOAT_TYPE_IDS:
+        return x
+    if bf16:
+        return x.bfloat16().float()
     return ops().act_roundtrip(x.float().reshape(-1, x.shape[-1]).contiguous(), type_id).reshape(x.shape)
+
+
+def _weight(w: torch.Tensor, type_id: int, bf16: bool) -> torch.Tensor:
+    """A quantized weight's float values as the bf16 GEMM multiplies them (rounded to bf16), else as they are."""
+    return w.bfloat16().float() if bf16 and type_id not in FLOAT_TYPE_IDS else w
 
 
 class _RoundingLinear(CpuLinear):
     """The torch linear with each weight part's activations rounded as our kernel rounds them."""
 
-    def __init__(self, types: dict[int, tuple[tuple[int, int], ...]]) -> None:
+    def __init__(self, types: dict[int, tuple[tuple[int, int], ...]], bf16: bool) -> None:
         super().__init__()
         self.types = types
+        self.bf16 = bf16
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         parts = self.types.get(id(weight))
@@ -209,15 +223,17 @@ class _RoundingLinear(CpuLinear):
             return F.linear(x, weight, bias)
         outs, row = [], 0
         for type_id, rows in parts:
-            outs.append(F.linear(_rounded(x, type_id), weight[row:row + rows]))
+            w = _weight(weight[row:row + rows], type_id, self.bf16)
+            outs.append(F.linear(_rounded(x, type_id, self.bf16), w))
             row += rows
         out = torch.cat(outs, dim=-1)
         return out if bias is None else out + bias
 
 
-def act_quant_reference(path: Path) -> Qwen3ForCausalLM:
+def act_quant_reference(path: Path, bf16: bool = False) -> Qwen3ForCausalLM:
     """reference_model(path) (weights by gguf.quants.dequantize, float32) whose matmuls see the activations
-    rounded per block as our kernels round them: ours must match it to float rounding."""
+    rounded per block as our int8 kernels round them, or (``bf16``) activations and quantized weights rounded
+    to bf16 as the bf16 GEMM path does: ours must match it to float rounding."""
     model, _ = reference_model(path)
     types = _weight_types(path, model)
     base = torch_kernels()
@@ -227,17 +243,18 @@ def act_quant_reference(path: Path) -> Qwen3ForCausalLM:
         (gate_up, _), _up = types[id(w13)]
         [(down, _)] = types[id(w2)]
         assert _up[0] == gate_up, "gate and up of one type (one activation rounding)"
-        x = _rounded(hidden, gate_up)
+        x = _rounded(hidden, gate_up, bf16)
+        w13, w2 = _weight(w13, gate_up, bf16), _weight(w2, down, bf16)
         out = torch.zeros_like(hidden)
         inter = w13.shape[1] // 2
         for t in range(hidden.shape[0]):
             for slot in range(topk_ids.shape[1]):
                 e = int(topk_ids[t, slot])
                 h = F.silu(w13[e, :inter] @ x[t]) * (w13[e, inter:] @ x[t])
-                out[t] += topk_weights[t, slot] * (w2[e] @ _rounded(h[None], down)[0])
+                out[t] += topk_weights[t, slot] * (w2[e] @ _rounded(h[None], down, bf16)[0])
         return out
 
-    model.kernels = type(base)(name="gguf-reference", linear=_RoundingLinear(types), fused_moe=moe,
+    model.kernels = type(base)(name="gguf-reference", linear=_RoundingLinear(types, bf16), fused_moe=moe,
                                paged_attention=base.paged_attention, store_kvcache=base.store_kvcache,
                                rms_norm=base.rms_norm, rotary=base.rotary)
     return model

@@ -10,18 +10,27 @@ size of the activation quantization error, which llama.cpp has too).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gguf
 import numpy as np
 import pytest
 import torch
 
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantGroup, QuantLinear, QuantTensor, fused_moe
-from qwen3_api.kernels.quant_native import ops
+from qwen3_api.kernels.quant_native import bf16_gemm, ops
 from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
 
 TYPES = sorted(SUPPORTED_TYPES)
 K_QUANTS = {"Q4_K", "Q5_K", "Q6_K"}
 FLOATS = {"F32", "F16", "BF16"}
+
+
+@pytest.fixture(autouse=True)
+def int8_kernels() -> Iterator[None]:
+    """These tests pin the int8 kernels; the bf16 GEMM path (large products) has its own (test_bf16_gemm.py)."""
+    with bf16_gemm(False):
+        yield
 
 
 def gguf_dequant(raw: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
@@ -51,6 +60,25 @@ def test_ids_and_block_sizes_are_ggmls() -> None:
         ggml = gguf.GGMLQuantizationType[name]
         assert qtype.id == int(ggml), name
         assert (qtype.block_values, qtype.block_bytes) == gguf.GGML_QUANT_SIZES[ggml], name
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q8_0"])
+def test_activations_quantize_as_llama_cpp(name: str) -> None:
+    """Per block (256 values for the K-quants, 32 otherwise): scale amax / 127, values rounded to nearest even."""
+    block = 256 if name in K_QUANTS else 32
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 512, generator=gen)
+    x[1, :block] = 0.0  # an all-zero block stays zero
+    x[2, 0] = 127.0  # scale exactly 1: the next values sit on .5 and round to even (0.5 -> 0, 1.5 -> 2, ...)
+    x[2, 1:9] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5])
+    got = ops().act_roundtrip(x, SUPPORTED_TYPES[name].id)
+    blocks = x.reshape(3, -1, block).double()
+    amax = blocks.abs().amax(-1, keepdim=True).float()
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    q = torch.round(blocks.float() * inv)  # torch.round: half to even
+    want = (q * (amax / 127.0)).reshape(3, 512)
+    assert torch.equal(got, want)
+    assert got[2, 1:9].tolist() == [0.0, 2.0, 2.0, -0.0, -2.0, -2.0, 126.0, -126.0]
 
 
 @pytest.mark.parametrize("name", TYPES)
