@@ -29,6 +29,14 @@ from qwen3_api.engine.sampling_batch import SamplingBatch
 from qwen3_api.engine.sequence import Sequence
 
 
+def argmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """The argmax of each row. On the CPU through numpy, whose argmax is vectorized: torch's CPU argmax takes
+    ~260 us over a 152K vocabulary, numpy's ~16 us (the same answer: the first maximum, a NaN counted as one)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return torch.from_numpy(x.numpy().argmax(axis=-1))
+    return x.argmax(dim=-1)
+
+
 @dataclass(slots=True)
 class SamplerOutput:
     """One token per row; a row in ``failed_rows`` (its constraint raised) has no meaningful token."""
@@ -51,7 +59,7 @@ class Sampler:
         batch = SamplingBatch.from_sequences(seqs)
         vocab = min(self.vocab_size, logits.shape[1])
         if batch.plain_greedy:
-            return SamplerOutput(logits[:, :vocab].argmax(dim=-1).tolist(), [None] * len(batch))
+            return SamplerOutput(argmax_rows(logits[:, :vocab]).tolist(), [None] * len(batch))
         full_width = logits.shape[1]
         logits = logits[:, :vocab].float().contiguous()
         raw_logprobs = torch.log_softmax(logits[batch.logprob_rows], dim=-1) if batch.logprob_rows else None
@@ -81,7 +89,7 @@ class Sampler:
         greedy_rows, random_rows = batch.greedy_rows, batch.random_rows
         if greedy_rows:
             if len(greedy_rows) == num:
-                tokens = logits.argmax(dim=-1)
+                tokens = argmax_rows(logits)
             else:
                 idx = torch.tensor(greedy_rows, device=logits.device)
                 tokens[idx] = logits[idx].argmax(dim=-1)

@@ -324,3 +324,17 @@ def test_top_k_with_min_p_and_top_a_sampled_among_candidates():
     assert torch.equal(filter_mask(probs[None], [params])[0], keep)
     expected = probs * keep
     assert_close_dist(frequencies(params), expected / expected.sum())
+
+
+def test_row_argmax_matches_torch_on_ties_nans_and_slices() -> None:
+    """argmax_rows (numpy's vectorized argmax on the CPU) answers as torch.argmax: the first maximum, a NaN wins."""
+    from qwen3_api.engine.sampler import argmax_rows
+
+    x = torch.randn(5, 151_936, generator=torch.Generator().manual_seed(0))
+    x[1] = 0.0  # all tied: index 0
+    x[2, 7] = x[2, 9] = x[2].max() + 1  # a tie between two maxima: the first
+    x[3, 11] = float("nan")
+    x[4, -1] = 1e9  # beyond the slice below
+    for view in (x, x[:, :151_669], x[::2]):
+        assert torch.equal(argmax_rows(view), view.argmax(dim=-1))
+    assert argmax_rows(x)[1:4].tolist() == [0, 7, 11]
