@@ -89,6 +89,17 @@ inline void dot_tile(const Weight& w, int64_t r, const uint8_t* const* acts, int
   }
 }
 
+// Rows ahead of the one being multiplied that are prefetched: the hardware prefetchers stop at each 4 KiB page,
+// so streaming a decode's weights (one pass, nothing reused) waits on memory at every page without this. Two
+// rows: 10-11 -> 12-18 GB/s for a one-row product over 150-250 MB of Q4_K / Q6_K on 2 threads (4: 11-16).
+constexpr int64_t kPrefetchRows = 2;
+
+inline void prefetch_row(const Weight& w, int64_t r, int64_t end) {
+  if (r + kPrefetchRows >= end) return;
+  const char* p = reinterpret_cast<const char*>(w.row(r + kPrefetchRows));
+  for (int64_t off = 0; off < w.row_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
 // emit(m, r, value) for rows [r0, r1) of w and the activation rows acts[0..M): tiles of kTile activation rows
 // inside, so a row's blocks are unpacked once per tile and stay in L1 while the next tile reuses them.
 template <typename Emit>
@@ -97,6 +108,7 @@ void gemm_rows(const Weight& w, int64_t r0, int64_t r1, const uint8_t* const* ac
   for (int64_t m0 = 0; m0 < M; m0 += kTile) {
     const int64_t n = std::min<int64_t>(kTile, M - m0);
     for (int64_t r = r0; r < r1; ++r) {
+      prefetch_row(w, r, r1);
       dot_tile(w, r, acts + m0, n, res);
       for (int64_t t = 0; t < n; ++t) emit(m0 + t, r, res[t]);
     }
@@ -288,6 +300,8 @@ at::Tensor moe(const at::Tensor& x_in, const at::Tensor& ids_in, const at::Tenso
     for (int64_t m0 = 0; m0 < n; m0 += kTile) {
       const int64_t cnt = std::min<int64_t>(kTile, n - m0);
       for (int64_t r = job.r0; r < job.r1; ++r) {
+        prefetch_row(g, r, job.r1);
+        prefetch_row(u, r, job.r1);
         dot_tile(g, r, ag.data() + s0 + m0, cnt, gv);
         dot_tile(u, r, au.data() + s0 + m0, cnt, uv);
         for (int64_t t = 0; t < cnt; ++t) h[(s0 + m0 + t) * inter + r] = gv[t] / (1.f + std::exp(-gv[t])) * uv[t];

@@ -119,6 +119,38 @@ def test_weights_stay_quantized_in_the_files_pages(q4_k_m: Path) -> None:
     assert floats < 0.05 * sum(w.nbytes for w in weights)
 
 
+def _resident_bytes(path: Path) -> int:
+    """Rss of this process's mappings of ``path`` (/proc/self/smaps): the pages faulted in."""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            current = fields[-1] == str(path.resolve())
+        elif current and fields and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+def test_weights_are_faulted_in_at_load_when_they_fit(gguf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As llama.cpp reads its file at load: every page of the weights is mapped before the first token, unless
+    the file would not fit beside the headroom (then pages come in as tokens touch them)."""
+    from qwen3_api.model.gguf import files
+
+    path = write_gguf(gguf_dir / "prefault-Q4_K_M.gguf", types=Q4_K_M, default="Q4_K",
+                      file_type=gguf.LlamaFileType.MOSTLY_Q4_K_M, seed=21)
+    net, _ = load_model(path)
+    tensors = open_gguf(path).tensors
+    weights = sum(t.data.nbytes for t in tensors.values())
+    assert _resident_bytes(path) >= weights
+    del net
+    monkeypatch.setattr(files, "mem_available", lambda: weights)  # no room for the headroom
+    path2 = write_gguf(gguf_dir / "lazy-Q4_K_M.gguf", types=Q4_K_M, default="Q4_K",
+                       file_type=gguf.LlamaFileType.MOSTLY_Q4_K_M, seed=22)
+    net2, _ = load_model(path2)
+    assert _resident_bytes(path2) < weights / 2
+    del net2
+
+
 def test_unsupported_architecture_and_type_are_clear_errors(gguf_dir: Path) -> None:
     llama = gguf_dir / "llama.gguf"
     writer = gguf.GGUFWriter(llama, "llama")

@@ -10,7 +10,7 @@ import torch
 
 from qwen3_api.kernels.quant_linear import quant_kernels
 from qwen3_api.model.config import ModelConfig
-from qwen3_api.model.gguf.files import GgufError, advise_sequential, open_indexed
+from qwen3_api.model.gguf.files import GgufError, advise_sequential, open_indexed, prefault
 from qwen3_api.model.gguf.network import GgufQwen3ForCausalLM
 from qwen3_api.model.gguf.sidecar import read_pointer
 from qwen3_api.model.gguf.weights import place_weights
@@ -49,6 +49,7 @@ def load_gguf_model(
     config = dataclasses.replace(config, quantization=pointer["file_type"])
     ckpt = open_indexed(pointer["files"], pointer["tensors"])
     advise_sequential(ckpt)
+    prefault(ckpt)
     model = GgufQwen3ForCausalLM(config, device="meta", dtype=torch.float32, kernels=quant_kernels())
     unused = place_weights(model, ckpt, config)
     if unused:
