@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -203,9 +204,86 @@ at::Tensor moe_decode(const at::Tensor& x_in, const at::Tensor& w13t, const at::
   return out;
 }
 
+// One query token per sequence against its paged history: q [B, Hq, D], k_cache / v_cache [blocks, bs, Hkv, D]
+// float32, block_tables [B, max_blocks] int32, context_lens [B] int32 -> [B, Hq, D]. Each (sequence, KV head)
+// job reads its K and V rows once, in place in the cache (the torch path gathers the history into a padded copy
+// first and SDPA reads it again), for the Hq / Hkv query heads that share them: scores, softmax, weighted sum.
+at::Tensor paged_decode(const at::Tensor& q_in, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                        const at::Tensor& block_tables_in, const at::Tensor& context_lens_in, double scale) {
+  const at::Tensor q = q_in.contiguous();
+  const at::Tensor tables = block_tables_in.to(at::kInt).contiguous();
+  const at::Tensor lens = context_lens_in.to(at::kInt).contiguous();
+  check_float_cpu(q, "q");
+  check_float_cpu(k_cache, "k_cache");
+  check_float_cpu(v_cache, "v_cache");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes() && k_cache.is_contiguous() &&
+              v_cache.is_contiguous(), "paged_decode: q [B, Hq, D], contiguous caches [blocks, bs, Hkv, D]");
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t num_blocks = k_cache.size(0), bs = k_cache.size(1), Hkv = k_cache.size(2);
+  TORCH_CHECK(k_cache.size(3) == D && Hkv > 0 && Hq % Hkv == 0, "paged_decode: head sizes disagree");
+  TORCH_CHECK(tables.dim() == 2 && tables.size(0) == B && lens.numel() == B, "paged_decode: tables / lens for B");
+  const int64_t G = Hq / Hkv, width = tables.size(1);
+  at::Tensor out = at::empty_like(q);
+  const int32_t* tb = tables.data_ptr<int32_t>();
+  const int32_t* ln = lens.data_ptr<int32_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(ln[b] >= 1 && ln[b] <= width * bs, "context length ", ln[b], " out of range");
+    for (int64_t i = 0; i < (ln[b] + bs - 1) / bs; ++i) {
+      TORCH_CHECK(0 <= tb[b * width + i] && tb[b * width + i] < num_blocks, "block id out of range");
+    }
+  }
+  const float* kc = k_cache.data_ptr<float>();
+  const float* vc = v_cache.data_ptr<float>();
+  const float* qp = q.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t Dv = D / kLanes * kLanes;  // the vectorized part of a head
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t j0, int64_t j1) {
+    std::vector<float> scores, acc(G * D);
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t b = j / Hkv, h = j % Hkv, L = ln[b];
+      scores.resize(G * L);
+      const float* qb = qp + (b * Hq + h * G) * D;
+      const int32_t* table = tb + b * width;
+      for (int64_t t = 0; t < L; ++t) {  // scores[g, t] = scale * q_g . k_t
+        const float* k = kc + ((table[t / bs] * bs + t % bs) * Hkv + h) * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float* qg = qb + g * D;
+          vec sum = {};
+          for (int64_t d = 0; d < Dv; d += kLanes) sum += load(qg + d) * load(k + d);
+          float dot = 0.f;
+          for (int64_t l = 0; l < kLanes; ++l) dot += sum[l];
+          for (int64_t d = Dv; d < D; ++d) dot += qg[d] * k[d];
+          scores[g * L + t] = dot * (float)scale;
+        }
+      }
+      for (int64_t g = 0; g < G; ++g) {  // softmax over t
+        float* s = scores.data() + g * L;
+        const float m = *std::max_element(s, s + L);
+        float sum = 0.f;
+        for (int64_t t = 0; t < L; ++t) sum += (s[t] = std::exp(s[t] - m));
+        const float inv = 1.f / sum;
+        for (int64_t t = 0; t < L; ++t) s[t] *= inv;
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);  // out_g = sum_t p[g, t] v_t, each v_t read once for all g
+      for (int64_t t = 0; t < L; ++t) {
+        const float* v = vc + ((table[t / bs] * bs + t % bs) * Hkv + h) * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float p = scores[g * L + t];
+          float* a = acc.data() + g * D;
+          for (int64_t d = 0; d < D; ++d) a[d] += p * v[d];
+        }
+      }
+      std::copy(acc.begin(), acc.end(), op + (b * Hq + h * G) * D);
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(qwen3_api_cpu, m) {
   m.def("linear_t(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor", &linear_t);
   m.def("moe_decode(Tensor x, Tensor w13t, Tensor w2t, Tensor ids, Tensor weights) -> Tensor", &moe_decode);
+  m.def("paged_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, Tensor context_lens, "
+        "float scale) -> Tensor", &paged_decode);
 }

@@ -163,3 +163,49 @@ def test_the_runner_warm_up_tunes_the_untied_lm_head_once(native, tmp_path, monk
     for _ in range(2):  # before serving, once per model however many runners share it
         ModelRunner(model, config, num_blocks=4, block_size=16, device=torch.device("cpu"), dtype=torch.float32)
     assert tuned == [tuple(model.lm_head.weight.shape)]
+
+
+def _paged_history(lens: list[int], kv_heads: int, head_dim: int, block_size: int, seed: int):
+    """Random K/V caches with each sequence's blocks scattered (shuffled ids) and its block table."""
+    gen = torch.Generator().manual_seed(seed)
+    per_seq = [-(-n // block_size) for n in lens]
+    num_blocks = sum(per_seq) + 3
+    k = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=gen)
+    v = torch.randn(num_blocks, block_size, kv_heads, head_dim, generator=gen)
+    ids = torch.randperm(num_blocks, generator=gen).tolist()
+    table = torch.zeros(len(lens), max(per_seq), dtype=torch.int32)
+    for b, count in enumerate(per_seq):
+        table[b, :count] = torch.tensor([ids.pop() for _ in range(count)], dtype=torch.int32)
+    return k, v, table, torch.tensor(lens, dtype=torch.int32)
+
+
+# MHA and GQA (8 query heads per KV head, as Qwen3-30B-A3B), a head size that is no multiple of the vector width,
+# a one-token history, one sequence and a batch of unequal ones
+@pytest.mark.parametrize(("lens", "heads", "kv_heads", "head_dim"),
+                         [([1, 37, 300], 4, 4, 64), ([129], 32, 4, 128), ([5, 16, 17, 90], 6, 2, 24)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_paged_decode_reads_the_history_in_place(native, lens, heads, kv_heads, head_dim, threads) -> None:
+    """paged_decode equals the torch path that gathers each history and runs SDPA; attention dispatches to it."""
+    from qwen3_api.kernels import torch_attention
+
+    k, v, table, context = _paged_history(lens, kv_heads, head_dim, block_size=16, seed=len(lens))
+    q = torch.randn(len(lens), heads, head_dim, generator=torch.Generator().manual_seed(1))
+    want = torch_attention._gathered_decode_attention(q, k, v, table, context, lens, head_dim**-0.5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = native.paged_decode(q, k, v, table, context, head_dim**-0.5)
+        dispatched = torch_attention._decode_attention(q, k, v, table, context, lens, head_dim**-0.5)
+    finally:
+        torch.set_num_threads(before)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert torch.equal(dispatched, got)
+
+
+def test_paged_decode_refuses_a_table_outside_the_cache(native) -> None:
+    k, v, table, context = _paged_history([20], 2, 16, block_size=16, seed=3)
+    q = torch.randn(1, 2, 16)
+    with pytest.raises(RuntimeError, match="block id out of range"):
+        native.paged_decode(q, k, v, table + k.shape[0], context, 0.25)
+    with pytest.raises(RuntimeError, match="context length"):
+        native.paged_decode(q, k, v, table, context + 1000, 0.25)

@@ -149,6 +149,7 @@ def test_mixed_batch_with_several_decodes_matches_naive() -> None:
 @pytest.mark.parametrize("budget", [0, 3000, 1 << 30])  # one sequence per group, several groups, one group
 def test_decode_attention_in_cache_sized_groups_matches_naive(budget, monkeypatch) -> None:
     """Decodes are sorted by length and cut into groups under DECODE_GROUP_BYTES; results land in batch order."""
+    monkeypatch.setattr(torch_attention.cpu_native, "ops", lambda: None)  # the gathered path, not the native one
     monkeypatch.setattr(torch_attention, "DECODE_GROUP_BYTES", budget)
     groups: list[int] = []
     real_group = torch_attention._decode_group
