@@ -279,6 +279,67 @@ at::Tensor paged_decode(const at::Tensor& q_in, const at::Tensor& k_cache, const
   return out;
 }
 
+// RMSNorm over the last dim of float32 x [..., D]: weight * (x / sqrt(mean(x^2) + eps)), one pass per row (the
+// torch expression is six ops, four of them per q / k head and per layer in a decode step).
+at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
+  const at::Tensor x = x_in.contiguous();
+  check_float_cpu(x, "x");
+  check_float_cpu(weight, "weight");
+  const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
+  TORCH_CHECK(weight.numel() == D && weight.is_contiguous(), "rms_norm: weight must be [", D, "]");
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t Dv = D / kLanes * kLanes;
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = xp + r * D;
+      float* o = op + r * D;
+      vec acc = {};
+      for (int64_t d = 0; d < Dv; d += kLanes) acc += load(xr + d) * load(xr + d);
+      float ss = 0.f;
+      for (int64_t l = 0; l < kLanes; ++l) ss += acc[l];
+      for (int64_t d = Dv; d < D; ++d) ss += xr[d] * xr[d];
+      const float inv = 1.f / std::sqrt(ss / (float)D + (float)eps);
+      for (int64_t d = 0; d < D; ++d) o[d] = wp[d] * (xr[d] * inv);
+    }
+  });
+  return out;
+}
+
+// Rotary embedding (rotate_half layout) of float32 x [T, heads, D] with cos, sin [T, D]: x * cos +
+// rotate_half(x) * sin, rotate_half(x) = [-x[D/2:], x[:D/2]] (the torch expression is seven ops).
+at::Tensor rotary(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  const at::Tensor x = x_in.contiguous(), cs = cos_in.contiguous(), sn = sin_in.contiguous();
+  check_float_cpu(x, "x");
+  check_float_cpu(cs, "cos");
+  check_float_cpu(sn, "sin");
+  TORCH_CHECK(x.dim() == 3 && x.size(2) % 2 == 0, "rotary: x must be [T, heads, even D]");
+  const int64_t T = x.size(0), H = x.size(1), D = x.size(2), half = D / 2;
+  TORCH_CHECK(cs.dim() == 2 && cs.size(0) == T && cs.size(1) == D && sn.sizes() == cs.sizes(),
+              "rotary: cos and sin must be [T, D]");
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* cp = cs.data_ptr<float>();
+  const float* sp = sn.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, T * H, 64, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t t = j / H;
+      const float* xr = xp + j * D;
+      const float* c = cp + t * D;
+      const float* sn_t = sp + t * D;
+      float* o = op + j * D;
+      for (int64_t d = 0; d < half; ++d) {
+        o[d] = xr[d] * c[d] + -xr[d + half] * sn_t[d];
+        o[d + half] = xr[d + half] * c[d + half] + xr[d] * sn_t[d + half];
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(qwen3_api_cpu, m) {
@@ -286,4 +347,6 @@ TORCH_LIBRARY(qwen3_api_cpu, m) {
   m.def("moe_decode(Tensor x, Tensor w13t, Tensor w2t, Tensor ids, Tensor weights) -> Tensor", &moe_decode);
   m.def("paged_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, Tensor context_lens, "
         "float scale) -> Tensor", &paged_decode);
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor", &rms_norm);
+  m.def("rotary(Tensor x, Tensor cos, Tensor sin) -> Tensor", &rotary);
 }

@@ -209,3 +209,32 @@ def test_paged_decode_refuses_a_table_outside_the_cache(native) -> None:
         native.paged_decode(q, k, v, table + k.shape[0], context, 0.25)
     with pytest.raises(RuntimeError, match="context length"):
         native.paged_decode(q, k, v, table, context + 1000, 0.25)
+
+
+# a decode row, q / k heads viewed out of a fused qkv row (non-contiguous), a prefill batch, a size that is no
+# multiple of the vector width
+@pytest.mark.parametrize(("rows", "heads", "head_dim"), [(1, 8, 64), (5, 32, 128), (300, 4, 24)])
+def test_rms_norm_and_rotary_are_the_torch_math(native, rows, heads, head_dim) -> None:
+    from qwen3_api.kernels import torch_pointwise
+
+    gen = torch.Generator().manual_seed(heads)
+    fused = torch.randn(rows, (heads + 2) * head_dim, generator=gen)
+    x = fused[:, : heads * head_dim].view(rows, heads, head_dim)
+    weight = torch.randn(head_dim, generator=gen)
+    cos, sin = torch.randn(rows, head_dim, generator=gen), torch.randn(rows, head_dim, generator=gen)
+    want_norm = torch_pointwise.torch_rms_norm(x, weight, 1e-6)
+    want_rot = torch_pointwise.torch_rotary(x, cos, sin)
+    torch.testing.assert_close(native.rms_norm(x, weight, 1e-6), want_norm, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(native.rotary(x, cos, sin), want_rot, atol=1e-5, rtol=1e-5)
+    # the kernel set's entry points take them on the CPU in float32, and torch's math elsewhere (bf16 here)
+    assert torch.equal(torch_pointwise.rms_norm(x, weight, 1e-6), native.rms_norm(x, weight, 1e-6))
+    assert torch.equal(torch_pointwise.rotary(x, cos, sin), native.rotary(x, cos, sin))
+    xb, wb = x.bfloat16(), weight.bfloat16()
+    assert torch.equal(torch_pointwise.rms_norm(xb, wb, 1e-6), torch_pointwise.torch_rms_norm(xb, wb, 1e-6))
+
+
+def test_rms_norm_and_rotary_refuse_bad_shapes(native) -> None:
+    with pytest.raises(RuntimeError, match="weight must be"):
+        native.rms_norm(torch.randn(2, 8), torch.randn(7), 1e-6)
+    with pytest.raises(RuntimeError, match="cos and sin"):
+        native.rotary(torch.randn(2, 1, 8), torch.randn(3, 8), torch.randn(3, 8))
