@@ -5,13 +5,12 @@
 // several times faster, so for M >= min_rows the weight rows of a job are dequantized once into a small
 // per-thread bf16 buffer (VNNI-packed: [K/2][N][2], as the micro-kernel reads it) and multiplied with the
 // activations in bf16, accumulated and written in float32 (at::native::cpublas::brgemm, the oneDNN ukernel
-// torch's own CPU attention uses; it requests the AMX permission itself). The weights stay quantized in the
-// mapped file: only one job's rows (<= 64) exist in bf16 at a time.
+// torch's own CPU attention uses; quant_native.py asks Linux for the AMX state first). The weights stay
+// quantized in the mapped file: only one job's rows (<= 64) exist in bf16 at a time.
 //
 // Accuracy: the weights' values rounded to bf16 and the activations rounded to bf16 (8 significant bits, each
-// value on its own) instead of int8 per 256-value block: about a quarter of the int8 path's activation error
-// for typical rows, and no block-wide loss for rows with outliers. benchmarks/gguf_accuracy.py measures it
-// against llama.cpp's.
+// value on its own) instead of int8 per 256-value block: no block-wide loss for rows with outliers, and
+// 0.34-0.53x llama.cpp's mean log-probability error on the same files (benchmarks/gguf_accuracy.py).
 //
 // Whether a CPU may run it is decided in Python (quant_native.py: CPU flags, then a self-test in a child
 // process, since a hypervisor can advertise instructions it does not run); set_bf16_gemm turns it on.
@@ -39,7 +38,7 @@ using bf16 = c10::BFloat16;
 
 struct Bf16Gemm {
   std::atomic<bool> enabled{false};
-  std::atomic<int64_t> min_rows{32};
+  std::atomic<int64_t> min_rows{16};
 };
 
 inline Bf16Gemm& bf16_gemm() {

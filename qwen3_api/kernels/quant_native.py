@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SOURCES = [HERE / "quant_native.cpp"]
-HEADERS = [HERE / "quant_blocks.h", HERE / "quant_dot.h", HERE / "quant_gemm_bf16.h"]
+HEADERS = [HERE / n for n in ("quant_blocks.h", "quant_dot.h", "quant_gemm_bf16.h", "quant_jobs.h", "quant_moe.h")]
 BF16_MIN_ROWS = 16  # activation rows from which the bf16 GEMM beats the int8 products (benchmarks/RESULTS.md)
 _FLAGS = {
     "native": ["-march=native"],

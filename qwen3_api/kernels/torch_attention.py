@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qwen3_api.kernels import cpu_native
+import qwen3_api.kernels.cpu_native as cpu_native
 from qwen3_api.kernels.fp8_kv import dequantize_kv, is_fp8, store_fp8
 from qwen3_api.kernels.metadata import AttentionMetadata
 

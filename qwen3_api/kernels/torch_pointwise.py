@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from qwen3_api.kernels import cpu_native
+import qwen3_api.kernels.cpu_native as cpu_native
 
 
 def _native(x: torch.Tensor, weight: torch.Tensor) -> Any | None:

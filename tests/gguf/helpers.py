@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from qwen3_api.kernels import torch_kernels
+from qwen3_api.kernels.quant_linear import QuantTensor
 from qwen3_api.kernels.quant_native import ops
 from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
 from qwen3_api.kernels.torch_linear import CpuLinear
@@ -161,6 +162,50 @@ def write_gguf(  # noqa: PLR0913 - a model's shape is many numbers
     if split_max_tensors:
         return writer.format_shard_names(path)[0]
     return path
+
+
+# --- single tensors and experts against the gguf package's dequantization (test_kernel_types, test_bf16_gemm) ---
+
+K_QUANTS = {"Q4_K", "Q5_K", "Q6_K"}
+FLOATS = {"F32", "F16", "BF16"}
+
+
+def gguf_dequant(raw: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
+    """The float32 weights [rows, cols] as the gguf package decodes the blocks."""
+    qtype = SUPPORTED_TYPES[name]
+    blocks = raw.numpy().reshape(rows, qtype.row_bytes(cols))
+    if name == "F32":
+        blocks = blocks.view(np.float32)
+    elif name == "F16":
+        blocks = blocks.view(np.float16)
+    values = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[name])
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(rows, cols)
+
+
+def weight(name: str, rows: int, cols: int, seed: int) -> tuple[QuantTensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    raw = random_blocks(SUPPORTED_TYPES[name], rows, cols, gen, std=cols**-0.5)
+    return QuantTensor(raw, SUPPORTED_TYPES[name], (rows, cols)), gguf_dequant(raw, name, rows, cols)
+
+
+def cols_for(name: str) -> int:
+    return 512 if name in K_QUANTS else 96  # whole blocks: 256 values (K-quants), 32 (the others)
+
+
+def moe_reference(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+                  down: torch.Tensor, act_gate: torch.Tensor | None = None, roundtrip=None) -> torch.Tensor:  # noqa: ANN001
+    """SwiGLU experts in float32, token by token; ``roundtrip`` quantizes the down projection's input as the
+    kernel does (None: float activations throughout)."""
+    xa = x if act_gate is None else act_gate
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for slot in range(ids.shape[1]):
+            e = int(ids[t, slot])
+            h = torch.nn.functional.silu(gate[e] @ xa[t]) * (up[e] @ xa[t])
+            if roundtrip is not None:
+                h = roundtrip(h[None])[0]
+            out[t] += weights[t, slot] * (down[e] @ h)
+    return out
 
 
 # --- the reference with the kernels' activation rounding --------------------------------------------------------

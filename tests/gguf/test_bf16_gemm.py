@@ -14,7 +14,7 @@ import torch
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantLinear, QuantTensor, fused_moe
 from qwen3_api.kernels.quant_native import BF16_MIN_ROWS, bf16_gemm, bf16_ready, bf16_supported, ops
 from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
-from tests.gguf.test_kernel_types import FLOATS, cols_for, gguf_dequant, moe_reference, weight
+from tests.gguf.helpers import FLOATS, cols_for, gguf_dequant, moe_reference, weight
 
 QUANTIZED = sorted(set(SUPPORTED_TYPES) - FLOATS)
 

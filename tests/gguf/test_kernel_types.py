@@ -13,46 +13,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import gguf
-import numpy as np
 import pytest
 import torch
 
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantGroup, QuantLinear, QuantTensor, fused_moe
 from qwen3_api.kernels.quant_native import bf16_gemm, ops
 from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
+from tests.gguf.helpers import FLOATS, K_QUANTS, cols_for, gguf_dequant, moe_reference, weight
 
 TYPES = sorted(SUPPORTED_TYPES)
-K_QUANTS = {"Q4_K", "Q5_K", "Q6_K"}
-FLOATS = {"F32", "F16", "BF16"}
-
 
 @pytest.fixture(autouse=True)
 def int8_kernels() -> Iterator[None]:
     """These tests pin the int8 kernels; the bf16 GEMM path (large products) has its own (test_bf16_gemm.py)."""
     with bf16_gemm(False):
         yield
-
-
-def gguf_dequant(raw: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
-    """The float32 weights [rows, cols] as the gguf package decodes the blocks."""
-    qtype = SUPPORTED_TYPES[name]
-    blocks = raw.numpy().reshape(rows, qtype.row_bytes(cols))
-    if name == "F32":
-        blocks = blocks.view(np.float32)
-    elif name == "F16":
-        blocks = blocks.view(np.float16)
-    values = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[name])
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(rows, cols)
-
-
-def weight(name: str, rows: int, cols: int, seed: int) -> tuple[QuantTensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    raw = random_blocks(SUPPORTED_TYPES[name], rows, cols, gen, std=cols**-0.5)
-    return QuantTensor(raw, SUPPORTED_TYPES[name], (rows, cols)), gguf_dequant(raw, name, rows, cols)
-
-
-def cols_for(name: str) -> int:
-    return 512 if name in K_QUANTS else 96  # whole blocks: 256 values (K-quants), 32 (the others)
 
 
 def test_ids_and_block_sizes_are_ggmls() -> None:
@@ -117,22 +92,6 @@ def test_group_runs_its_parts_side_by_side() -> None:
     want = torch.cat([ops().act_roundtrip(x, w.qtype.id) @ ref.T for w, ref in parts], dim=-1)
     assert got.shape == (5, 80)
     assert (got - want).abs().max().item() <= 2e-5 * want.abs().max().item()
-
-
-def moe_reference(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
-                  down: torch.Tensor, act_gate: torch.Tensor | None = None, roundtrip=None) -> torch.Tensor:  # noqa: ANN001
-    """SwiGLU experts in float32, token by token; ``roundtrip`` quantizes the down projection's input as the
-    kernel does (None: float activations throughout)."""
-    xa = x if act_gate is None else act_gate
-    out = torch.zeros_like(x)
-    for t in range(x.shape[0]):
-        for slot in range(ids.shape[1]):
-            e = int(ids[t, slot])
-            h = torch.nn.functional.silu(gate[e] @ xa[t]) * (up[e] @ xa[t])
-            if roundtrip is not None:
-                h = roundtrip(h[None])[0]
-            out[t] += weights[t, slot] * (down[e] @ h)
-    return out
 
 
 @pytest.mark.parametrize("gate_type,down_type", [("Q4_K", "Q6_K"), ("Q5_K", "Q8_0"), ("Q8_0", "Q5_0"),
