@@ -131,7 +131,8 @@ def self_test(bf16: bool = False) -> None:
 
 
 def _probe_in_child(variant: str) -> bool:
-    """Build the variant and run the self-test in a child process; True when it passed."""
+    """Build the variant and run the self-tests in a child process; True when the int8 kernels passed (the bf16
+    path's verdict is left in its own markers)."""
     code = f"from qwen3_api.kernels.quant_native import _child; _child({variant!r})"
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
