@@ -117,26 +117,31 @@ inline void dot_q45k(const Block* w, const ActK* const* a, int64_t nb, float* ou
   for (int t = 0; t < T; ++t) out[t] = hsum(acc[t]) - hsum(accm[t]);
 }
 
+// The 6-bit values (0..63) of a Q6_K block's values 128n + 32g .. 128n + 32g + 31 into q[g], g < 4 (n < 2).
+inline void unpack_q6k(const BlockQ6K& x, int n, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+  const __m256i ql0 = loadu(x.ql + 64 * n), ql1 = loadu(x.ql + 64 * n + 32), qh = loadu(x.qh + 32 * n);
+  q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+  q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+}
+
 template <int T>
 inline void dot_q6k(const BlockQ6K* w, const ActK* const* a, int64_t nb, float* out) {
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ6K& x = w[b];
     __m256i isum[T];
     for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
-      const __m256i ql0 = loadu(x.ql + 64 * n), ql1 = loadu(x.ql + 64 * n + 32), qh = loadu(x.qh + 32 * n);
-      __m256i q[4];  // the 6-bit values (0..63) of values 128n + 32g .. 128n + 32g + 31
-      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+      __m256i q[4];
+      unpack_q6k(x, n, q);
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
         // int16 lanes 0-7 hold values 0-15 of the group (scale 8n + 2g), lanes 8-15 values 16-31 (8n + 2g + 1)

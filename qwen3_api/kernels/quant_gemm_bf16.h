@@ -99,17 +99,9 @@ inline bool block_to_vnni(int type, const uint8_t* blk, uint32_t* dst, int64_t n
   if (type == kQ6_K) {
     const BlockQ6K& x = *reinterpret_cast<const BlockQ6K*>(blk);
     const float d = fp16_to_f32(x.d);
-    const __m256i m3 = _mm256_set1_epi8(0x03);
     for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = loadu(x.ql + 64 * h), ql1 = loadu(x.ql + 64 * h + 32), qh = loadu(x.qh + 32 * h);
-      __m256i q[4];  // values 128h + 32g + l, g < 4 (as dot_q6k decodes them)
-      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+      __m256i q[4];
+      unpack_q6k(x, h, q);
       for (int g = 0; g < 4; ++g) {
         const float s0 = d * x.scales[8 * h + 2 * g], s1 = d * x.scales[8 * h + 2 * g + 1];
         put32(q[g], s0, -32.f * s0, s1, -32.f * s1, dst + (64 * h + 16 * g) * n, where);

@@ -192,6 +192,14 @@ def cols_for(name: str) -> int:
     return 512 if name in K_QUANTS else 96  # whole blocks: 256 values (K-quants), 32 (the others)
 
 
+
+def expert_stack(name: str, experts: int, rows: int, cols: int, gen: torch.Generator) -> tuple[Any, torch.Tensor]:
+    """A random expert stack [experts, rows, cols] of type ``name`` (QuantTensor) and its gguf-dequantized values."""
+    raw = random_blocks(SUPPORTED_TYPES[name], experts * rows, cols, gen, std=cols**-0.5)
+    ref = gguf_dequant(raw, name, experts * rows, cols).reshape(experts, rows, cols)
+    return QuantTensor(raw, SUPPORTED_TYPES[name], (experts, rows, cols)), ref
+
+
 def moe_reference(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                   down: torch.Tensor, act_gate: torch.Tensor | None = None, roundtrip=None) -> torch.Tensor:  # noqa: ANN001
     """SwiGLU experts in float32, token by token; ``roundtrip`` quantizes the down projection's input as the

@@ -13,8 +13,8 @@ import torch
 
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantLinear, QuantTensor, fused_moe
 from qwen3_api.kernels.quant_native import BF16_MIN_ROWS, bf16_gemm, bf16_ready, bf16_supported, ops
-from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
-from tests.gguf.helpers import FLOATS, cols_for, gguf_dequant, moe_reference, weight
+from qwen3_api.kernels.quant_types import SUPPORTED_TYPES
+from tests.gguf.helpers import FLOATS, cols_for, expert_stack, moe_reference, weight
 
 QUANTIZED = sorted(set(SUPPORTED_TYPES) - FLOATS)
 
@@ -68,9 +68,7 @@ def test_moe_mixes_bf16_and_int8_experts(gate_type: str, down_type: str) -> None
     gen = torch.Generator().manual_seed(11)
 
     def stack(name: str, rows: int, cols: int) -> tuple[QuantTensor, torch.Tensor]:
-        raw = random_blocks(SUPPORTED_TYPES[name], experts * rows, cols, gen, std=cols**-0.5)
-        ref = gguf_dequant(raw, name, experts * rows, cols).reshape(experts, rows, cols)
-        return QuantTensor(raw, SUPPORTED_TYPES[name], (experts, rows, cols)), ref
+        return expert_stack(name, experts, rows, cols, gen)
 
     (g, gref), (u, uref), (d, dref) = stack(gate_type, inter, hidden), stack(gate_type, inter, hidden), \
         stack(down_type, hidden, inter)

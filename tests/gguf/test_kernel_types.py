@@ -18,8 +18,8 @@ import torch
 
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantGroup, QuantLinear, QuantTensor, fused_moe
 from qwen3_api.kernels.quant_native import bf16_gemm, ops
-from qwen3_api.kernels.quant_types import SUPPORTED_TYPES, random_blocks
-from tests.gguf.helpers import FLOATS, K_QUANTS, cols_for, gguf_dequant, moe_reference, weight
+from qwen3_api.kernels.quant_types import SUPPORTED_TYPES
+from tests.gguf.helpers import FLOATS, K_QUANTS, cols_for, expert_stack, moe_reference, weight
 
 TYPES = sorted(SUPPORTED_TYPES)
 
@@ -102,9 +102,7 @@ def test_moe_matches_gguf_dequantized_experts(gate_type: str, down_type: str, to
     gen = torch.Generator().manual_seed(5)
 
     def stack(name: str, rows: int, cols: int) -> tuple[QuantTensor, torch.Tensor]:
-        raw = random_blocks(SUPPORTED_TYPES[name], experts * rows, cols, gen, std=cols**-0.5)
-        ref = gguf_dequant(raw, name, experts * rows, cols).reshape(experts, rows, cols)
-        return QuantTensor(raw, SUPPORTED_TYPES[name], (experts, rows, cols)), ref
+        return expert_stack(name, experts, rows, cols, gen)
 
     (g, gref), (u, uref), (d, dref) = stack(gate_type, inter, hidden), stack(gate_type, inter, hidden), \
         stack(down_type, hidden, inter)
