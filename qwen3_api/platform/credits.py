@@ -22,6 +22,7 @@ expiry) has its leases reclaimed by the others, so a crash strands no credit for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ class CreditLeases:
         self.expiry_s = expiry_s
         self.replica_id = replicas.new_replica_id()
         self._registered = False
+        # every id this object registered and has not deleted (normally just replica_id): retire removes them
+        # all, so a registration that landed late never leaves a row behind
+        self._owned: set[str] = set()
         self._confirmed = float("-inf")  # monotonic time before the last heartbeat the database accepted
         self._confirming: asyncio.Future[None] | None = None
         self._last_beat = float("-inf")
@@ -297,12 +301,15 @@ class CreditLeases:
     async def _heartbeat(self) -> None:
         owner, started, registered = self.replica_id, time.monotonic(), self._registered
         step = replicas.touch if registered else replicas.register
+        if not registered:
+            self._owned.add(owner)  # before the INSERT can land
         await self.db.run(lambda conn: step(conn, owner))
         self._alive(owner, started)
 
     def _lost(self, owner: str) -> None:
         if owner != self.replica_id:
             return  # already handled
+        self._owned.discard(owner)  # its row is gone: another replica deleted it
         running = sum(lease.held > 0 for lease in self._leases.values())
         log.error("replica %s was reclaimed by another replica (no heartbeat for over %s s, e.g. a long pause): "
                   "its credit leases were released; requests admitted before are charged without their "
@@ -373,11 +380,18 @@ class CreditLeases:
 
         Requests still running then settle as spend only. A later ``hold`` starts a new replica.
         """
-        owner, registered = self.replica_id, self._registered or bool(self._leases)
+        confirming = self._confirming
+        if confirming is not None and not confirming.done():
+            # A heartbeat in flight (e.g. from a sweeper cancelled just now, which does not stop it) may be the
+            # replica's first: let its INSERT land before the DELETE below, or its row would outlive the replica.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(confirming)
+        owned = sorted(self._owned | ({self.replica_id} if self._leases else set()))
+        self._owned = set()
         self._reset()
-        if registered:
-            returned = await self.db.run(lambda conn: replicas.reclaim(conn, owner, None))
-            log.info("replica %s returned %d credit leases", owner, len(returned))
+        if owned:
+            returned = await self.db.run(lambda conn: [r for rid in owned for r in replicas.reclaim(conn, rid, None)])
+            log.info("replica %s returned %d credit leases", ", ".join(owned), len(returned))
 
 
 def _report(found: list[Reclaimed]) -> None:

@@ -323,9 +323,13 @@ class Gateway:
     async def close(self) -> None:
         """Finish settlements, write what is pending, return credit leases, release connections."""
         self._closed = True
-        if self._sweeper is not None:
+        sweeper = self._sweeper
+        if sweeper is not None:
             with contextlib.suppress(RuntimeError):  # its event loop may be gone already
-                self._sweeper.cancel()
+                sweeper.cancel()
+                if sweeper.get_loop() is asyncio.get_running_loop():
+                    # let it finish: a round still running would race the lease returns below
+                    await asyncio.gather(sweeper, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.writer.flush()

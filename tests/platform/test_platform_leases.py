@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -233,6 +234,27 @@ def test_a_request_settled_after_its_replica_was_reclaimed_is_charged_once_and_r
     asyncio.run(run())
     after = a.keys.get(rec.id)
     assert (after.spent, after.reserved) == (3 * cost, 0) and leases(db) == {} and live_replicas(db) == set()
+
+
+def test_a_replica_shut_down_while_its_first_heartbeat_is_in_flight_leaves_no_row(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    register = replicas.register
+
+    def slow_register(conn: Any, replica_id: str) -> None:
+        time.sleep(0.4)  # a loaded machine: the INSERT lands after the shutdown began
+        register(conn, replica_id)
+
+    monkeypatch.setattr(replicas, "register", slow_register)
+    gw = Gateway(db, lease_heartbeat_s=FAST["heartbeat_s"], lease_expiry_s=FAST["expiry_s"])
+    key, _ = gw.keys.create("k", credit=Decimal("1"))
+
+    async def run() -> None:
+        await gw.authenticate(f"Bearer {key}")  # starts the sweeper; its first round registers the replica
+        await asyncio.sleep(FAST["heartbeat_s"] + 0.1)  # that round is inside the slow INSERT now
+        await gw.close()  # cancels the sweeper, not the heartbeat it started
+
+    asyncio.run(run())
+    assert live_replicas(db) == set() and leases(db) == {}
 
 
 class Unreachable(Database):
