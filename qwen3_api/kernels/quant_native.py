@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SOURCES = [HERE / "quant_native.cpp"]
 HEADERS = [HERE / n for n in ("quant_blocks.h", "quant_dot.h", "quant_gemm_bf16.h", "quant_jobs.h", "quant_moe.h")]
-BF16_MIN_ROWS = 16  # activation rows from which the bf16 GEMM beats the int8 products (benchmarks/RESULTS.md)
+# Activation rows from which the bf16 GEMM beats the int8 products (benchmarks/RESULTS.md): with AMX tiles
+# (Sapphire Rapids: 0.9x at 16 rows, 1.1-1.5x at 32) and with AVX512-BF16 alone (Zen 4: 0.57x at 16, 0.90x
+# at 32, 1.09x at 48, 1.18x at 64 on Q4_K 2048x2048).
+BF16_MIN_ROWS_AMX = 16
+BF16_MIN_ROWS_AVX512 = 48
 _FLAGS = {
     "native": ["-march=native"],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
@@ -94,6 +98,15 @@ def bf16_supported() -> bool:
     return any(flag() for flag in flags if flag is not None)
 
 
+def bf16_min_rows() -> int:
+    """Where the bf16 GEMM path takes over on this CPU; QWEN3_API_QUANT_BF16_MIN_ROWS=N overrides."""
+    forced = os.environ.get("QWEN3_API_QUANT_BF16_MIN_ROWS", "").strip()
+    if forced.isdigit() and int(forced) > 0:
+        return int(forced)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return BF16_MIN_ROWS_AMX if amx is not None and amx() else BF16_MIN_ROWS_AVX512
+
+
 def _init_amx() -> None:
     """Ask Linux for the AMX tile state (arch_prctl) before oneDNN's kernels use it; harmless without AMX."""
     init = getattr(torch._C._cpu, "_init_amx", None)
@@ -127,7 +140,7 @@ def self_test(bf16: bool = False) -> None:
                 kind = "bf16 GEMM" if bf16 else "qlinear"
                 raise AssertionError(f"{qtype.name}: {kind} differs from the dequantized product by {err:.3g}")
     finally:
-        ops.set_bf16_gemm(was, BF16_MIN_ROWS)
+        ops.set_bf16_gemm(was, bf16_min_rows())
 
 
 def _probe_in_child(variant: str) -> bool:
@@ -171,20 +184,21 @@ def _enable_bf16(variant: str) -> bool:
     if not _marker(variant, "bf16-passed").exists():
         return False
     _init_amx()
-    return torch.ops.qwen3_api_quant.set_bf16_gemm(True, BF16_MIN_ROWS)
+    return torch.ops.qwen3_api_quant.set_bf16_gemm(True, bf16_min_rows())
 
 
 @contextlib.contextmanager
-def bf16_gemm(enabled: bool, min_rows: int = BF16_MIN_ROWS) -> Iterator[bool]:
-    """Within the block, the bf16 GEMM path on (where this CPU passed its check) or off; yields whether it is
-    on. For tests and benchmarks: the server sets it once at load."""
+def bf16_gemm(enabled: bool, min_rows: int | None = None) -> Iterator[bool]:
+    """Within the block, the bf16 GEMM path on (where this CPU passed its check) or off, from ``min_rows``
+    activation rows (default: this CPU's, bf16_min_rows); yields whether it is on. For tests and benchmarks:
+    the server sets it once at load."""
     kernels = ops()
     was = kernels.bf16_gemm_enabled()
-    on = kernels.set_bf16_gemm(enabled and bf16_ready(), min_rows)
+    on = kernels.set_bf16_gemm(enabled and bf16_ready(), min_rows or bf16_min_rows())
     try:
         yield on
     finally:
-        kernels.set_bf16_gemm(was, BF16_MIN_ROWS)
+        kernels.set_bf16_gemm(was, bf16_min_rows())
 
 
 def bf16_ready() -> bool:

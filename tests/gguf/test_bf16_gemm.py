@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from qwen3_api.kernels.quant_linear import QuantExperts, QuantLinear, QuantTensor, fused_moe
-from qwen3_api.kernels.quant_native import BF16_MIN_ROWS, bf16_gemm, bf16_ready, bf16_supported, ops
+from qwen3_api.kernels.quant_native import (
+    BF16_MIN_ROWS_AMX,
+    BF16_MIN_ROWS_AVX512,
+    bf16_gemm,
+    bf16_min_rows,
+    bf16_ready,
+    bf16_supported,
+    ops,
+)
 from qwen3_api.kernels.quant_types import SUPPORTED_TYPES
 from tests.gguf.helpers import FLOATS, cols_for, expert_stack, moe_reference, weight
 
@@ -33,14 +41,14 @@ def test_the_path_is_on_where_the_cpu_passed_its_check() -> None:
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
-@pytest.mark.parametrize("tokens", [BF16_MIN_ROWS, 45])
+@pytest.mark.parametrize("tokens", [16, 45])
 def test_linear_in_bf16_matches_the_rounded_product(name: str, tokens: int) -> None:
     cols = 512 if cols_for(name) == 512 else 96  # 96: strips shorter than 256 values (32-value blocks)
     w, ref = weight(name, 130, cols, seed=7)  # 130 rows: two full 64-row jobs and a tail
     x = torch.randn(tokens, cols, generator=torch.Generator().manual_seed(8))
     with bf16_gemm(False):
         int8 = QuantLinear()(x, w)
-    with bf16_gemm(True) as on:
+    with bf16_gemm(True, min_rows=16) as on:
         got = QuantLinear()(x, w)
     exact = x @ ref.T
     if not on:
@@ -54,11 +62,31 @@ def test_linear_in_bf16_matches_the_rounded_product(name: str, tokens: int) -> N
 
 def test_below_the_threshold_the_int8_kernels_answer() -> None:
     w, _ = weight("Q4_K", 64, 512, seed=9)
-    x = torch.randn(BF16_MIN_ROWS - 1, 512, generator=torch.Generator().manual_seed(10))
+    x = torch.randn(bf16_min_rows() - 1, 512, generator=torch.Generator().manual_seed(10))
     with bf16_gemm(False):
         int8 = QuantLinear()(x, w)
     with bf16_gemm(True):
         assert torch.equal(QuantLinear()(x, w), int8)
+
+
+def test_the_threshold_follows_the_cpu_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AMX tiles make the bf16 GEMM pay from fewer rows than AVX512-BF16 alone; the environment moves it."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    assert bf16_min_rows() == (BF16_MIN_ROWS_AMX if amx is not None and amx() else BF16_MIN_ROWS_AVX512)
+    monkeypatch.setenv("QWEN3_API_QUANT_BF16_MIN_ROWS", "24")
+    assert bf16_min_rows() == 24
+    w, ref = weight("Q4_K", 64, 512, seed=12)
+    gen = torch.Generator().manual_seed(13)
+    for rows in (23, 24):
+        x = torch.randn(rows, 512, generator=gen)
+        with bf16_gemm(False):
+            int8 = QuantLinear()(x, w)
+        with bf16_gemm(True) as on:
+            got = QuantLinear()(x, w)
+        if rows < 24 or not on:
+            assert torch.equal(got, int8)
+        else:
+            assert (got - x @ ref.T).norm() < (int8 - x @ ref.T).norm()
 
 
 @pytest.mark.parametrize("gate_type,down_type", [("Q4_K", "Q6_K"), ("Q5_K", "Q8_0"), ("Q4_0", "Q5_0")])
@@ -77,7 +105,7 @@ def test_moe_mixes_bf16_and_int8_experts(gate_type: str, down_type: str) -> None
     ids = torch.tensor([[0, 1]] * (tokens - 6) + [[2, 3]] * 6)
     topw = torch.rand(tokens, top_k, generator=gen)
     w13, w2 = QuantExperts(g, u), d
-    with bf16_gemm(True) as on:
+    with bf16_gemm(True, min_rows=16) as on:
         got = fused_moe(x, w13, w2, topw, ids)
     big = slice(0, tokens - 6)
     small = slice(tokens - 6, tokens)
