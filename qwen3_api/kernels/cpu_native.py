@@ -22,6 +22,15 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_native.cpp")
+HEADERS = [SOURCE.with_name(n) for n in ("cpu_common.h", "cpu_attention.h")]
+
+
+def _sources_digest() -> str:
+    """The source and its headers: a new extension name (a fresh build) whenever one of them changes."""
+    h = hashlib.sha256()
+    for f in [SOURCE, *HEADERS]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _cpu_tag() -> str:
@@ -47,8 +56,9 @@ def ops() -> Any | None:
 
         _put_ninja_on_path()
         load(
-            name=f"qwen3_api_cpu_{_cpu_tag()}",
+            name=f"qwen3_api_cpu_{_cpu_tag()}_{_sources_digest()}",
             sources=[str(SOURCE)],
+            extra_include_paths=[str(SOURCE.parent)],
             extra_cflags=["-O3", "-march=native", "-fopenmp", "-DNDEBUG"],
             is_python_module=False,
             verbose=False,
